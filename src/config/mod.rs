@@ -1,0 +1,97 @@
+//! The policy file: YAML in, a validated [`Policy`] out, or every problem
+//! found, each with file, line, field path and what is wrong.
+//!
+//! Loading runs in three passes so that one mistake does not hide the next:
+//! the YAML syntax, then `${VAR}` expansion and the typed structs (each
+//! upstream and each block on its own), then the rules that span fields
+//! (routes, fallbacks, ranges, files).
+
+mod expand;
+mod locate;
+mod types;
+mod validate;
+pub mod values;
+
+use std::fmt;
+use std::path::Path;
+
+pub use types::*;
+pub use values::{HeaderList, RetryOn, Scheme, UpstreamUrl};
+
+/// One thing wrong with a policy file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: String,
+    pub line: Option<usize>,
+    /// Dotted field path, e.g. `upstreams.openai.retry.attempts`.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if self.path.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": {}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in a policy file; never empty.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct PolicyError {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(f, "{n} problem{} in policy", if n == 1 { "" } else { "s" })?;
+        for p in &self.problems {
+            write!(f, "\n  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl PolicyError {
+    fn single(file: &str, message: String) -> Self {
+        Self {
+            problems: vec![Problem {
+                file: file.to_owned(),
+                line: None,
+                path: String::new(),
+                message,
+            }],
+        }
+    }
+}
+
+/// Reads and validates a policy file. Blocking: call it from
+/// `spawn_blocking` or before the runtime starts.
+pub fn load_file(path: &Path) -> Result<Policy, PolicyError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| PolicyError::single(&file, format!("cannot read the policy file: {e}")))?;
+    parse(&text, &file, &|name| std::env::var(name).ok())
+}
+
+/// Validates policy text; `env` resolves `${NAME}`. Certificate and CA files
+/// named in the policy are read (relative paths from the working directory).
+pub fn parse(
+    text: &str,
+    file: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Policy, PolicyError> {
+    let mut problems = validate::Problems::new(file, text);
+    let policy = validate::policy(text, env, &mut problems);
+    match (policy, problems.into_vec()) {
+        (Some(policy), problems) if problems.is_empty() => Ok(policy),
+        (_, problems) => Err(PolicyError { problems }),
+    }
+}

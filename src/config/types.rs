@@ -1,0 +1,321 @@
+//! The validated policy: plain typed structs with the contract's defaults.
+//!
+//! Each struct deserializes straight from YAML with `deny_unknown_fields`, so a
+//! typo is an error, and with `default` so an omitted block gets the values
+//! listed in CONTRACT.md. Cross-field rules (routes, fallbacks, ranges) are
+//! checked afterwards in [`super::validate`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::values::{HeaderList, RetryOn, UpstreamUrl};
+
+/// The whole policy file, validated.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Policy {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub tls: Option<ListenerTls>,
+    pub shutdown: ShutdownPolicy,
+    pub usage_log: Option<PathBuf>,
+    /// Upstreams by name, in name order.
+    pub upstreams: BTreeMap<String, Arc<UpstreamPolicy>>,
+}
+
+/// The top level of the file, with upstreams still raw so that each one's
+/// problems are reported separately.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PolicyFile {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    #[serde(default = "default_admin")]
+    pub admin: SocketAddr,
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
+    #[serde(default)]
+    pub shutdown: ShutdownPolicy,
+    #[serde(default)]
+    pub usage_log: Option<PathBuf>,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, serde_norway::Value>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+fn default_admin() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9901))
+}
+
+/// `tls`: serve HTTPS on `listen`; mTLS when `client_ca` is set.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownPolicy {
+    #[serde(with = "super::values::duration")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for ShutdownPolicy {
+    fn default() -> Self {
+        Self {
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One upstream and every policy that applies to it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamPolicy {
+    /// The key under `upstreams`; set after parsing.
+    #[serde(skip_deserializing)]
+    pub name: String,
+    pub route: String,
+    pub url: UpstreamUrl,
+    #[serde(default)]
+    pub kind: UpstreamKind,
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    #[serde(default)]
+    pub headers: HeaderList,
+    #[serde(default)]
+    pub pool: PoolPolicy,
+    #[serde(default)]
+    pub timeouts: TimeoutPolicy,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    #[serde(default)]
+    pub circuit_breaker: BreakerPolicy,
+    #[serde(default)]
+    pub concurrency: ConcurrencyPolicy,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitPolicy>,
+    #[serde(default)]
+    pub accounting: AccountingPolicy,
+    #[serde(default)]
+    pub fallback: Option<String>,
+}
+
+/// How usage is read from this upstream's responses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamKind {
+    #[default]
+    Openai,
+    Embeddings,
+    Vectordb,
+    Generic,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolPolicy {
+    pub max_idle: usize,
+    #[serde(with = "super::values::duration")]
+    pub idle_timeout: Duration,
+    #[serde(with = "super::values::duration")]
+    pub connect_timeout: Duration,
+    pub http2: bool,
+    pub warm: usize,
+}
+
+impl Default for PoolPolicy {
+    fn default() -> Self {
+        Self {
+            max_idle: 32,
+            idle_timeout: Duration::from_secs(90),
+            connect_timeout: Duration::from_secs(2),
+            http2: false,
+            warm: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TimeoutPolicy {
+    /// Per attempt, until response headers arrive.
+    #[serde(with = "super::values::duration")]
+    pub first_byte: Duration,
+    /// Longest gap between two body chunks of a response.
+    #[serde(with = "super::values::duration")]
+    pub idle: Duration,
+    /// The whole request, streaming included.
+    #[serde(with = "super::values::duration")]
+    pub total: Duration,
+}
+
+impl Default for TimeoutPolicy {
+    fn default() -> Self {
+        Self {
+            first_byte: Duration::from_secs(60),
+            idle: Duration::from_secs(30),
+            total: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub on: Vec<RetryOn>,
+    pub backoff: BackoffPolicy,
+    pub respect_retry_after: bool,
+    pub budget: BudgetPolicy,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 3,
+            on: vec![
+                RetryOn::Connect,
+                RetryOn::Timeout,
+                RetryOn::Status(429),
+                RetryOn::Status(500),
+                RetryOn::Status(502),
+                RetryOn::Status(503),
+                RetryOn::Status(504),
+            ],
+            backoff: BackoffPolicy::default(),
+            respect_retry_after: true,
+            budget: BudgetPolicy::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackoffPolicy {
+    #[serde(with = "super::values::duration")]
+    pub base: Duration,
+    #[serde(with = "super::values::duration")]
+    pub max: Duration,
+}
+
+impl Default for BackoffPolicy {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_millis(200),
+            max: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BudgetPolicy {
+    pub ratio: f64,
+    pub min_per_second: u32,
+}
+
+impl Default for BudgetPolicy {
+    fn default() -> Self {
+        Self {
+            ratio: 0.2,
+            min_per_second: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerPolicy {
+    pub consecutive_failures: u32,
+    pub failure_rate: f64,
+    pub min_requests: u32,
+    #[serde(with = "super::values::duration")]
+    pub window: Duration,
+    #[serde(with = "super::values::duration")]
+    pub open_for: Duration,
+    pub half_open_requests: u32,
+}
+
+impl Default for BreakerPolicy {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            failure_rate: 0.5,
+            min_requests: 20,
+            window: Duration::from_secs(30),
+            open_for: Duration::from_secs(30),
+            half_open_requests: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConcurrencyPolicy {
+    pub max_in_flight: u32,
+    pub max_queue: u32,
+    #[serde(with = "super::values::duration")]
+    pub queue_timeout: Duration,
+}
+
+impl Default for ConcurrencyPolicy {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 64,
+            max_queue: 256,
+            queue_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Token buckets; at least one of the two rates is set.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitPolicy {
+    #[serde(default)]
+    pub requests_per_second: Option<f64>,
+    /// Defaults to one second's worth of requests.
+    #[serde(default)]
+    pub burst: Option<u32>,
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
+    #[serde(default)]
+    pub key: RateLimitKey,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateLimitKey {
+    #[default]
+    Global,
+    Tenant,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccountingPolicy {
+    #[serde(with = "super::values::header_name")]
+    pub tenant_header: http::HeaderName,
+    pub inject_stream_usage: bool,
+}
+
+impl Default for AccountingPolicy {
+    fn default() -> Self {
+        Self {
+            tenant_header: http::HeaderName::from_static("x-weir-tenant"),
+            inject_stream_usage: true,
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! From YAML text to a [`Policy`], collecting every problem on the way.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde_norway::{Mapping, Value};
+
+use super::expand::expand_env;
+use super::locate::line_of;
+use super::types::{Policy, PolicyFile, UpstreamPolicy};
+use super::Problem;
+
+pub(super) struct Problems<'a> {
+    file: &'a str,
+    source: &'a str,
+    list: Vec<Problem>,
+}
+
+impl<'a> Problems<'a> {
+    pub(super) fn new(file: &'a str, source: &'a str) -> Self {
+        Self {
+            file,
+            source,
+            list: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, path: &[String], message: impl Into<String>) {
+        self.push_at(path, line_of(self.source, path), message);
+    }
+
+    fn push_at(&mut self, path: &[String], line: Option<usize>, message: impl Into<String>) {
+        self.list.push(Problem {
+            file: self.file.to_owned(),
+            line,
+            path: path.join("."),
+            message: message.into(),
+        });
+    }
+
+    pub(super) fn into_vec(self) -> Vec<Problem> {
+        self.list
+    }
+}
+
+fn p(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| (*s).to_owned()).collect()
+}
+
+pub(super) fn policy(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+) -> Option<Policy> {
+    let mut value: Value = match serde_norway::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            let line = e.location().map(|l| l.line());
+            problems.push_at(&[], line, format!("invalid YAML: {e}"));
+            return None;
+        }
+    };
+    if value.is_null() {
+        problems.push(&[], "the policy file is empty");
+        return None;
+    }
+    let mut env_errors = Vec::new();
+    expand_env(&mut value, &mut Vec::new(), env, &mut env_errors);
+    for (path, message) in env_errors {
+        problems.push(&path, message);
+    }
+
+    let file: PolicyFile = typed(&value, &[], problems)?;
+    if file.upstreams.is_empty() {
+        problems.push(&p(&["upstreams"]), "no upstreams are defined");
+    }
+    if file.listen == file.admin && file.listen.port() != 0 {
+        problems.push(&p(&["admin"]), "must differ from `listen`");
+    }
+    if file.shutdown.drain_timeout.is_zero() {
+        problems.push(&p(&["shutdown", "drain_timeout"]), "must be more than 0");
+    }
+    if let Some(tls) = &file.tls {
+        check_file(problems, &p(&["tls", "cert"]), crate::tls::load_certs(&tls.cert));
+        check_file(problems, &p(&["tls", "key"]), crate::tls::load_key(&tls.key));
+        if let Some(ca) = &tls.client_ca {
+            check_file(problems, &p(&["tls", "client_ca"]), crate::tls::load_certs(ca));
+        }
+    }
+
+    let mut upstreams = BTreeMap::new();
+    for (name, raw) in &file.upstreams {
+        let base = p(&["upstreams", name]);
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            problems.push(
+                &base,
+                format!("upstream name {name:?} may hold only letters, digits, `-`, `_` and `.`"),
+            );
+        }
+        if let Some(mut up) = typed::<UpstreamPolicy>(raw, &base, problems) {
+            up.name = name.clone();
+            upstream_rules(&up, &base, problems);
+            upstreams.insert(name.clone(), Arc::new(up));
+        }
+    }
+    routes_are_unique(&upstreams, problems);
+    fallbacks_resolve(&file.upstreams, &upstreams, problems);
+
+    Some(Policy {
+        listen: file.listen,
+        admin: file.admin,
+        tls: file.tls,
+        shutdown: file.shutdown,
+        usage_log: file.usage_log,
+        upstreams,
+    })
+}
+
+/// Deserializes `value` as `T`. On failure, retries each key of a mapping on
+/// its own so that every wrong field is reported, not just the first.
+fn typed<T: DeserializeOwned>(value: &Value, base: &[String], problems: &mut Problems) -> Option<T> {
+    let first = match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(t) => return Some(t),
+        Err(e) => e,
+    };
+    let mut found = Vec::new();
+    if let Value::Mapping(map) = value {
+        if map.len() > 1 {
+            for (k, v) in map {
+                let mut single = Mapping::new();
+                single.insert(k.clone(), v.clone());
+                if let Err(e) = serde_path_to_error::deserialize::<_, T>(&Value::Mapping(single)) {
+                    if !is_missing_field(&e) {
+                        found.push(e);
+                    }
+                }
+            }
+        }
+    }
+    if found.is_empty() || is_missing_field(&first) {
+        found.insert(0, first);
+    }
+    for e in found {
+        let (path, message) = describe(base, &e);
+        problems.push(&path, message);
+    }
+    None
+}
+
+fn is_missing_field(e: &serde_path_to_error::Error<serde_norway::Error>) -> bool {
+    e.inner().to_string().starts_with("missing field")
+}
+
+fn describe(
+    base: &[String],
+    e: &serde_path_to_error::Error<serde_norway::Error>,
+) -> (Vec<String>, String) {
+    use serde_path_to_error::Segment;
+    let mut path = base.to_vec();
+    for segment in e.path().iter() {
+        match segment {
+            Segment::Map { key } => path.push(key.clone()),
+            Segment::Seq { index } => path.push(index.to_string()),
+            Segment::Enum { variant } => path.push(variant.clone()),
+            Segment::Unknown => {}
+        }
+    }
+    let message = e.inner().to_string();
+    // Point an unknown field's message at the field itself.
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        if let Some(end) = rest.find('`') {
+            path.push(rest[..end].to_owned());
+        }
+    }
+    (path, message)
+}
+
+fn check_file<T>(problems: &mut Problems, path: &[String], result: Result<T, String>) {
+    if let Err(message) = result {
+        problems.push(path, message);
+    }
+}
+
+fn upstream_rules(up: &UpstreamPolicy, base: &[String], problems: &mut Problems) {
+    let at = |parts: &[&str]| {
+        let mut v = base.to_vec();
+        v.extend(parts.iter().map(|s| (*s).to_owned()));
+        v
+    };
+    let route = &up.route;
+    if !route.starts_with('/') {
+        problems.push(&at(&["route"]), format!("{route:?} must start with `/`"));
+    } else if route.contains(['?', '#', ' ', '\t']) {
+        problems.push(&at(&["route"]), format!("{route:?} must be a plain path prefix"));
+    }
+    if let Some(ca) = &up.ca {
+        check_file(problems, &at(&["ca"]), crate::tls::load_certs(ca));
+    }
+    let positive = [
+        (&["pool", "idle_timeout"][..], up.pool.idle_timeout),
+        (&["pool", "connect_timeout"], up.pool.connect_timeout),
+        (&["timeouts", "first_byte"], up.timeouts.first_byte),
+        (&["timeouts", "idle"], up.timeouts.idle),
+        (&["timeouts", "total"], up.timeouts.total),
+        (&["retry", "backoff", "base"], up.retry.backoff.base),
+        (&["circuit_breaker", "window"], up.circuit_breaker.window),
+        (&["circuit_breaker", "open_for"], up.circuit_breaker.open_for),
+        (&["concurrency", "queue_timeout"], up.concurrency.queue_timeout),
+    ];
+    for (field, d) in positive {
+        if d.is_zero() {
+            problems.push(&at(field), "must be more than 0");
+        }
+    }
+    let r = &up.retry;
+    if !(1..=20).contains(&r.attempts) {
+        problems.push(&at(&["retry", "attempts"]), "must be from 1 (no retry) to 20");
+    }
+    if r.backoff.max < r.backoff.base {
+        problems.push(&at(&["retry", "backoff", "max"]), "must not be less than `base`");
+    }
+    if !(0.0..=1.0).contains(&r.budget.ratio) {
+        problems.push(&at(&["retry", "budget", "ratio"]), "must be from 0 to 1");
+    }
+    let b = &up.circuit_breaker;
+    if b.consecutive_failures == 0 {
+        problems.push(&at(&["circuit_breaker", "consecutive_failures"]), "must be at least 1");
+    }
+    if !(b.failure_rate > 0.0 && b.failure_rate <= 1.0) {
+        problems.push(&at(&["circuit_breaker", "failure_rate"]), "must be more than 0 and at most 1");
+    }
+    if b.min_requests == 0 {
+        problems.push(&at(&["circuit_breaker", "min_requests"]), "must be at least 1");
+    }
+    if b.half_open_requests == 0 {
+        problems.push(&at(&["circuit_breaker", "half_open_requests"]), "must be at least 1");
+    }
+    if up.concurrency.max_in_flight == 0 {
+        problems.push(&at(&["concurrency", "max_in_flight"]), "must be at least 1");
+    }
+    if let Some(rl) = &up.rate_limit {
+        if rl.requests_per_second.is_none() && rl.tokens_per_minute.is_none() {
+            problems.push(
+                &at(&["rate_limit"]),
+                "set `requests_per_second`, `tokens_per_minute` or both",
+            );
+        }
+        if rl.requests_per_second.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+            problems.push(&at(&["rate_limit", "requests_per_second"]), "must be more than 0");
+        }
+        if rl.burst == Some(0) {
+            problems.push(&at(&["rate_limit", "burst"]), "must be at least 1");
+        }
+        if rl.burst.is_some() && rl.requests_per_second.is_none() {
+            problems.push(&at(&["rate_limit", "burst"]), "needs `requests_per_second`");
+        }
+        if rl.tokens_per_minute == Some(0) {
+            problems.push(&at(&["rate_limit", "tokens_per_minute"]), "must be at least 1");
+        }
+    }
+}
+
+fn normalized(route: &str) -> &str {
+    match route.trim_end_matches('/') {
+        "" => "/",
+        r => r,
+    }
+}
+
+fn routes_are_unique(upstreams: &BTreeMap<String, Arc<UpstreamPolicy>>, problems: &mut Problems) {
+    let mut seen: HashMap<&str, &str> = HashMap::new();
+    for (name, up) in upstreams {
+        let route = normalized(&up.route);
+        if let Some(other) = seen.insert(route, name) {
+            problems.push(
+                &p(&["upstreams", name, "route"]),
+                format!("route {route:?} is also the route of upstream `{other}`"),
+            );
+        }
+    }
+}
+
+/// Every `fallback` names another upstream, and following them never loops.
+fn fallbacks_resolve(
+    declared: &BTreeMap<String, Value>,
+    upstreams: &BTreeMap<String, Arc<UpstreamPolicy>>,
+    problems: &mut Problems,
+) {
+    let mut reported_cycle = Vec::<String>::new();
+    for (name, up) in upstreams {
+        let Some(target) = &up.fallback else { continue };
+        let path = p(&["upstreams", name, "fallback"]);
+        if target == name {
+            problems.push(&path, "an upstream cannot fall back to itself");
+            continue;
+        }
+        if !declared.contains_key(target) {
+            problems.push(&path, format!("names no upstream: `{target}`"));
+            continue;
+        }
+        // Walk the chain; a name seen twice is a cycle.
+        let mut chain = vec![name.as_str()];
+        let mut next = Some(target.as_str());
+        while let Some(current) = next {
+            if chain.contains(&current) {
+                if !reported_cycle.iter().any(|n| chain.contains(&n.as_str())) {
+                    chain.push(current);
+                    problems.push(&path, format!("fallbacks form a cycle: {}", chain.join(" -> ")));
+                    reported_cycle.push(name.clone());
+                }
+                break;
+            }
+            chain.push(current);
+            next = upstreams.get(current).and_then(|u| u.fallback.as_deref());
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! Bodies weir sends: its own small JSON answers, or an upstream's body
+//! passed through frame by frame under the idle and total timeouts.
+//!
+//! Nothing is buffered: each frame the upstream yields is handed to the
+//! client as it arrives. Dropping the body (the client went away) drops the
+//! upstream body with it, which closes the upstream connection (HTTP/1) or
+//! resets the stream (HTTP/2).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+
+use super::record::Record;
+use crate::metrics::Outcome;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pin_project! {
+    /// The body of every response weir sends to a client.
+    #[project = BodyProj]
+    pub enum Body {
+        Full { data: Option<Bytes> },
+        Upstream { #[pin] inner: Streaming },
+    }
+}
+
+impl Body {
+    pub fn full(data: Bytes) -> Self {
+        Body::Full { data: Some(data) }
+    }
+
+    pub fn empty() -> Self {
+        Body::Full { data: None }
+    }
+
+    /// The bytes of a `Full` body; `None` for a stream.
+    pub fn full_bytes(self) -> Option<Bytes> {
+        match self {
+            Body::Full { data } => Some(data.unwrap_or_default()),
+            Body::Upstream { .. } => None,
+        }
+    }
+}
+
+impl HttpBody for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            BodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            BodyProj::Upstream { inner } => inner.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Full { data } => data.is_none(),
+            Body::Upstream { inner } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Body::Upstream { inner } => inner.size_hint(),
+        }
+    }
+}
+
+/// Why a streamed response was cut.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("upstream sent nothing for {0:?} (timeouts.idle)")]
+    Idle(Duration),
+    #[error("request exceeded timeouts.total")]
+    Total,
+}
+
+pin_project! {
+    /// An upstream body under `timeouts.idle` and `timeouts.total`, owning the
+    /// request's [`Record`] so the request is counted when the stream ends,
+    /// fails, or is dropped by a departing client.
+    pub struct Streaming {
+        inner: Incoming,
+        #[pin]
+        timer: Sleep,
+        idle: Duration,
+        deadline: Instant,
+        last_frame: Instant,
+        record: Record,
+    }
+}
+
+impl Streaming {
+    pub fn new(inner: Incoming, idle: Duration, deadline: Instant, mut record: Record) -> Self {
+        let now = Instant::now();
+        if inner.is_end_stream() {
+            // hyper will not poll an empty body: the request is done now.
+            record.finish(Outcome::for_status(record.status()));
+        }
+        Self {
+            inner,
+            timer: tokio::time::sleep_until((now + idle).min(deadline)),
+            idle,
+            deadline,
+            last_frame: now,
+            record,
+        }
+    }
+}
+
+impl HttpBody for Streaming {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        match Pin::new(&mut *this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                // The timer is re-armed lazily when it fires: no timer-wheel
+                // work per frame.
+                *this.last_frame = Instant::now();
+                if let Some(data) = frame.data_ref() {
+                    this.record.streamed(data.len());
+                }
+                if this.inner.is_end_stream() {
+                    // hyper stops polling a body that says it has ended, so
+                    // the last frame is where the request finishes.
+                    let outcome = Outcome::for_status(this.record.status());
+                    this.record.finish(outcome);
+                }
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.record.fail_stream(&e);
+                return Poll::Ready(Some(Err(e.into())));
+            }
+            Poll::Ready(None) => {
+                let outcome = Outcome::for_status(this.record.status());
+                this.record.finish(outcome);
+                return Poll::Ready(None);
+            }
+            Poll::Pending => {}
+        }
+        loop {
+            ready!(this.timer.as_mut().poll(cx));
+            let now = Instant::now();
+            let idle_at = *this.last_frame + *this.idle;
+            if now >= *this.deadline {
+                let e = StreamError::Total;
+                this.record.fail_stream(&e);
+                return Poll::Ready(Some(Err(e.into())));
+            }
+            if now >= idle_at {
+                let e = StreamError::Idle(*this.idle);
+                this.record.fail_stream(&e);
+                return Poll::Ready(Some(Err(e.into())));
+            }
+            this.timer.as_mut().reset(idle_at.min(*this.deadline));
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The body weir sends upstream: the client's stream, or bytes it holds.
+pub enum RequestBody {
+    Incoming(Incoming),
+    Full(Option<Bytes>),
+}
+
+impl HttpBody for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RequestBody::Incoming(b) => Pin::new(b).poll_frame(cx),
+            RequestBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Incoming(b) => b.is_end_stream(),
+            RequestBody::Full(data) => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Incoming(b) => b.size_hint(),
+            RequestBody::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The request pipeline, in phase order:
+//!
+//! 1. **route** ([`route`]): the longest matching `route` picks the upstream;
+//!    no match is `404 no_route`.
+//! 2. **admit**: the upstream's resilience policies decide whether the request
+//!    may go now (the resilience issue adds breaker, bulkhead, rate limit).
+//! 3. **forward** ([`forward`]): the request is rewritten (path, hop-by-hop
+//!    headers, `host`, `x-forwarded-*`, policy `headers`) and sent through the
+//!    upstream's pooled client under `timeouts.first_byte`; the response body
+//!    streams back under `timeouts.idle` and `timeouts.total` ([`body`]).
+//! 4. **account** ([`record`]): the request is counted once, when its
+//!    response ends, fails or is abandoned by the client.
+//!
+//! One policy snapshot is read per request and kept to the end, so a reload
+//! never changes the rules under a running request.
+
+pub mod body;
+mod error;
+mod forward;
+pub mod headers;
+mod record;
+pub mod route;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+pub use body::{Body, RequestBody};
+pub use error::{ProxyError, Reject, Side};
+pub use record::Record;
+
+use crate::config::Policy;
+use crate::metrics::{Metrics, Unrouted};
+use route::Router;
+
+/// What a request reads once and keeps: the policy and everything compiled
+/// from it.
+pub struct Snapshot {
+    pub policy: Arc<Policy>,
+    pub router: Router,
+}
+
+/// State shared by every connection of the proxy listener.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub metrics: Arc<Metrics>,
+    /// Counters of requests that match no route (`upstream="none"`).
+    unrouted: Unrouted,
+}
+
+impl Shared {
+    pub fn new(snapshot: Snapshot, metrics: Arc<Metrics>) -> Self {
+        Self {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            unrouted: metrics.unrouted(),
+            metrics,
+        }
+    }
+}
+
+/// Facts about the client connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientConn {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+/// Serves one request. Never fails: every error becomes a response.
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: ClientConn,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let snapshot = shared.snapshot.load_full();
+    let request_id = headers::request_id(request.headers());
+
+    let Some((upstream, rest)) = snapshot.router.route(request.uri().path()) else {
+        shared.unrouted.rejected.inc();
+        shared.unrouted.requests.inc();
+        let message = format!("no route matches {}", request.uri().path());
+        let mut response = ProxyError::new(Reject::NoRoute, message).into_response();
+        response.headers_mut().insert(headers::X_REQUEST_ID, request_id);
+        return Ok(response);
+    };
+    let record = Record::new(
+        upstream.metrics.clone(),
+        upstream.name.clone(),
+        started,
+        request_id,
+    );
+    let target = upstream.target(rest, request.uri().query());
+    Ok(forward::forward(upstream, target, request, conn, record).await)
+}

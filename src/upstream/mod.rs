@@ -1,0 +1,106 @@
+//! Per-upstream runtime state: the policy, the pooled client, metric
+//! handles and the values built once for the request path.
+
+mod client;
+mod registry;
+
+use std::sync::Arc;
+
+use http::uri::{PathAndQuery, Scheme as UriScheme};
+use http::{HeaderValue, Uri};
+use sha2::{Digest, Sha256};
+
+pub use client::{Connector, UpstreamClient};
+pub use registry::{Changes, UpstreamRegistry};
+
+use crate::config::{Scheme, UpstreamPolicy};
+use crate::metrics::{Metrics, UpstreamMetrics};
+
+pub struct Upstream {
+    pub name: Arc<str>,
+    pub policy: Arc<UpstreamPolicy>,
+    pub client: UpstreamClient,
+    pub metrics: Arc<UpstreamMetrics>,
+    /// `x-weir-upstream` value.
+    pub name_header: HeaderValue,
+    /// Short hash of the upstream's effective policy, shown in `/upstreams`.
+    pub hash: String,
+    scheme: UriScheme,
+}
+
+impl Upstream {
+    pub fn new(policy: Arc<UpstreamPolicy>, metrics: &Metrics) -> Result<Self, String> {
+        let upstream_metrics = Arc::new(metrics.upstream(&policy.name));
+        let client = client::build(&policy, upstream_metrics.connections_opened.clone())?;
+        let name_header = HeaderValue::from_str(&policy.name)
+            .map_err(|_| format!("upstream name {:?} is not a header value", policy.name))?;
+        Ok(Self {
+            name: policy.name.as_str().into(),
+            hash: policy_hash(&policy),
+            scheme: match policy.url.scheme {
+                Scheme::Http => UriScheme::HTTP,
+                Scheme::Https => UriScheme::HTTPS,
+            },
+            client,
+            metrics: upstream_metrics,
+            name_header,
+            policy,
+        })
+    }
+
+    /// `url` + the path after the route prefix + the client's query.
+    pub fn target(&self, rest: &str, query: Option<&str>) -> Result<Uri, http::Error> {
+        let base = &self.policy.url.base_path;
+        let mut pq = String::with_capacity(base.len() + rest.len() + query.map_or(0, |q| q.len() + 1) + 1);
+        pq.push_str(base);
+        pq.push_str(rest);
+        if pq.is_empty() {
+            pq.push('/');
+        }
+        if let Some(q) = query {
+            pq.push('?');
+            pq.push_str(q);
+        }
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.policy.url.authority.clone())
+            .path_and_query(PathAndQuery::try_from(pq)?)
+            .build()
+    }
+
+    /// Opens `pool.warm` connections by sending that many `HEAD` requests to
+    /// the upstream's base URL at once; answers are discarded, connections
+    /// stay in the pool. Ends by itself within the connect and first-byte
+    /// timeouts.
+    pub async fn warm(self: Arc<Self>) {
+        let count = self.policy.pool.warm;
+        if count == 0 {
+            return;
+        }
+        let Ok(uri) = self.target("", None) else { return };
+        let limit = self.policy.pool.connect_timeout + self.policy.timeouts.first_byte;
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..count {
+            let request = http::Request::head(uri.clone())
+                .body(crate::proxy::RequestBody::Full(None));
+            let Ok(request) = request else { return };
+            let client = self.client.clone();
+            set.spawn(async move {
+                if let Ok(response) = client.request(request).await {
+                    // Reading the (empty) body returns the connection to the pool.
+                    let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+                }
+            });
+        }
+        let all = async { while set.join_next().await.is_some() {} };
+        if tokio::time::timeout(limit, all).await.is_err() {
+            tracing::warn!(upstream = %self.name, "warming connections timed out");
+        }
+    }
+}
+
+fn policy_hash(policy: &UpstreamPolicy) -> String {
+    let json = serde_json::to_vec(policy).unwrap_or_default();
+    let digest = Sha256::digest(&json);
+    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,66 @@
+//! Upstreams by name, kept across policy loads: an upstream whose policy
+//! did not change keeps its pool, its metric handles and (with the
+//! resilience issue) its breaker and limiter state.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::Upstream;
+use crate::config::Policy;
+use crate::metrics::Metrics;
+use crate::proxy::route::Router;
+use crate::proxy::Snapshot;
+
+pub struct UpstreamRegistry {
+    metrics: Arc<Metrics>,
+    /// Touched only when a policy is loaded, never on the request path.
+    live: Mutex<HashMap<String, Arc<Upstream>>>,
+}
+
+/// What a policy load did to the upstreams.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    pub unchanged: Vec<String>,
+}
+
+impl UpstreamRegistry {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            live: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Builds the snapshot for `policy`, reusing every upstream whose policy
+    /// is unchanged. Nothing is replaced unless every upstream could be built.
+    pub fn snapshot(&self, policy: Arc<Policy>) -> Result<(Snapshot, Changes), String> {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let mut changes = Changes::default();
+        let mut next = HashMap::with_capacity(policy.upstreams.len());
+        for (name, up) in &policy.upstreams {
+            let upstream = match live.get(name) {
+                Some(old) if old.policy == *up => {
+                    changes.unchanged.push(name.clone());
+                    old.clone()
+                }
+                old => {
+                    if old.is_some() {
+                        changes.changed.push(name.clone());
+                    } else {
+                        changes.added.push(name.clone());
+                    }
+                    Arc::new(Upstream::new(up.clone(), &self.metrics)?)
+                }
+            };
+            next.insert(name.clone(), upstream);
+        }
+        changes.removed = live.keys().filter(|k| !next.contains_key(*k)).cloned().collect();
+        changes.removed.sort();
+        let router = Router::new(next.values().cloned());
+        *live = next;
+        Ok((Snapshot { policy, router }, changes))
+    }
+}
