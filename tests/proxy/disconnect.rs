@@ -1,0 +1,99 @@
+//! A client that disconnects cancels its upstream request at once: the
+//! upstream connection is closed and the request is counted `cancelled`.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn client_disconnect_mid_stream_closes_the_upstream_connection() {
+    let (streams_tx, mut streams) = mpsc::channel::<mpsc::Sender<Bytes>>(1);
+    let streams_tx = Arc::new(Mutex::new(streams_tx));
+    let upstream = MockUpstream::start(move |_| {
+        let streams_tx = streams_tx.lock().unwrap().clone();
+        async move {
+            let (events, response) = sse_body();
+            streams_tx.send(events).await.unwrap();
+            response
+        }
+    })
+    .await;
+    let weir = TestWeir::start(&policy(&format!(
+        "  llm:\n    route: /\n    url: {}\n",
+        upstream.url()
+    )))
+    .await;
+
+    let client = client();
+    let pending = tokio::spawn(client.request(post(&weir.url("/v1/chat/completions"), "{}")));
+    let events = streams.recv().await.unwrap();
+    events.send(Bytes::from_static(b"data: 1\n\n")).await.unwrap();
+    let response = pending.await.unwrap().unwrap();
+    let mut body = response.into_body();
+    assert_eq!(next_chunk(&mut body).await.unwrap().unwrap(), "data: 1\n\n");
+    assert_eq!(upstream.open_connections(), 1);
+
+    // The client goes away mid-stream.
+    drop(body);
+    drop(client);
+
+    // The upstream sees its response abandoned: its connection closes and
+    // the event channel's reader is gone, without any further write by it.
+    tokio::time::timeout(PATIENCE, events.closed())
+        .await
+        .expect("the upstream response is dropped at once");
+    eventually("the upstream connection is closed", || upstream.open_connections() == 0).await;
+    let cancelled = r#"weir_requests_total{code="200",outcome="cancelled",upstream="llm"}"#;
+    let mut seen = 0.0;
+    for _ in 0..200 {
+        seen = weir.metric(cancelled).await;
+        if seen == 1.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(seen, 1.0);
+    assert_eq!(weir.metric(r#"weir_in_flight{upstream="llm"}"#).await, 0.0);
+    weir.shutdown().await;
+}
+
+#[tokio::test]
+async fn client_disconnect_before_the_answer_cancels_the_upstream_request() {
+    let (arrived_tx, mut arrived) = mpsc::channel::<()>(1);
+    let upstream = MockUpstream::start(move |_| {
+        let arrived_tx = arrived_tx.clone();
+        async move {
+            arrived_tx.send(()).await.unwrap();
+            // Never answers.
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+    })
+    .await;
+    let weir = TestWeir::start(&policy(&format!(
+        "  llm:\n    route: /\n    url: {}\n",
+        upstream.url()
+    )))
+    .await;
+    let client = client();
+    let pending = tokio::spawn(client.request(post(&weir.url("/v1/chat/completions"), "{}")));
+    arrived.recv().await.unwrap();
+    assert_eq!(upstream.open_connections(), 1);
+    pending.abort();
+    drop(client);
+    eventually("the upstream connection is closed", || upstream.open_connections() == 0).await;
+    let cancelled = r#"weir_requests_total{code="499",outcome="cancelled",upstream="llm"}"#;
+    let mut seen = 0.0;
+    for _ in 0..200 {
+        seen = weir.metric(cancelled).await;
+        if seen == 1.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(seen, 1.0);
+    weir.shutdown().await;
+}

@@ -1,0 +1,65 @@
+//! SIGTERM-style drain: not ready at once, new connections refused, running
+//! requests and streams finish, then weir exits cleanly.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn a_running_stream_finishes_while_new_connections_are_refused() {
+    let (streams_tx, mut streams) = mpsc::channel::<mpsc::Sender<Bytes>>(1);
+    let streams_tx = Arc::new(Mutex::new(streams_tx));
+    let upstream = MockUpstream::start(move |_| {
+        let streams_tx = streams_tx.lock().unwrap().clone();
+        async move {
+            let (events, response) = sse_body();
+            streams_tx.send(events).await.unwrap();
+            response
+        }
+    })
+    .await;
+    let mut weir = TestWeir::start(&policy(&format!(
+        "  llm:\n    route: /\n    url: {}\n",
+        upstream.url()
+    )))
+    .await;
+    assert_eq!(weir.admin_get("/readyz").await.0, 200);
+
+    let pending = tokio::spawn(client().request(post(&weir.url("/v1/chat/completions"), "{}")));
+    let events = streams.recv().await.unwrap();
+    events.send(Bytes::from_static(b"data: 1\n\n")).await.unwrap();
+    let mut body = pending.await.unwrap().unwrap().into_body();
+    assert_eq!(next_chunk(&mut body).await.unwrap().unwrap(), "data: 1\n\n");
+
+    weir.begin_shutdown();
+
+    // Not ready, and no longer accepting.
+    let mut refused = false;
+    for _ in 0..500 {
+        let ready = weir.admin_get("/readyz").await.0;
+        let connect = tokio::net::TcpStream::connect(weir.proxy).await;
+        if ready == 503 && connect.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(refused, "draining weir is not ready and refuses new connections");
+
+    // The stream in flight goes on to its end.
+    for n in 2..=3 {
+        let event = format!("data: {n}\n\n");
+        events.send(Bytes::from(event.clone())).await.unwrap();
+        assert_eq!(next_chunk(&mut body).await.unwrap().unwrap(), event);
+    }
+    drop(events);
+    assert!(next_chunk(&mut body).await.is_none());
+
+    tokio::time::timeout(PATIENCE, weir.join())
+        .await
+        .expect("weir exits once the stream is done")
+        .expect("weir exits cleanly");
+}

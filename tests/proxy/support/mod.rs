@@ -18,7 +18,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use upstream::{sse_body, ChannelBody, MockUpstream, TestBody};
+pub use upstream::{sse_body, MockUpstream};
 
 /// Generous bound for anything that should happen "at once".
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -172,6 +172,8 @@ pub async fn next_chunk(body: &mut Incoming) -> Option<Result<Bytes, hyper::Erro
     loop {
         match tokio::time::timeout(PATIENCE, body.frame()).await.expect("a frame arrives in time")? {
             Ok(frame) => match frame.into_data() {
+                // HTTP/2 may end a stream with an empty DATA frame.
+                Ok(data) if data.is_empty() => continue,
                 Ok(data) => return Some(Ok(data)),
                 Err(_) => continue,
             },
