@@ -47,13 +47,17 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: C
     connections.shutdown().await;
 }
 
-async fn answer(state: Arc<AdminState>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn answer(
+    state: Arc<AdminState>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n"));
     }
     Ok(match request.uri().path() {
         "/metrics" => {
-            let mut response = Response::new(Body::full(Bytes::from(state.shared.metrics.encode())));
+            let mut response =
+                Response::new(Body::full(Bytes::from(state.shared.metrics.encode())));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -69,8 +73,13 @@ async fn answer(state: Arc<AdminState>, request: Request<Incoming>) -> Result<Re
             }
         }
         "/upstreams" => json(&upstreams(&state)),
-        "/config" => json(&serde_json::to_value(&*state.shared.snapshot.load().policy).unwrap_or_default()),
-        _ => text(StatusCode::NOT_FOUND, "not found; try /metrics /healthz /readyz /upstreams /config\n"),
+        "/config" => {
+            json(&serde_json::to_value(&*state.shared.snapshot.load().policy).unwrap_or_default())
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try /metrics /healthz /readyz /upstreams /config\n",
+        ),
     })
 }
 
@@ -102,9 +111,10 @@ fn upstreams(state: &AdminState) -> serde_json::Value {
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut response = Response::new(Body::full(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 
@@ -112,8 +122,9 @@ fn json(value: &serde_json::Value) -> Response<Body> {
     let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
     body.push(b'\n');
     let mut response = Response::new(Body::full(Bytes::from(body)));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }

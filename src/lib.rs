@@ -88,11 +88,15 @@ impl Weir {
     }
 
     pub fn proxy_addr(&self) -> SocketAddr {
-        self.proxy.local_addr().expect("a bound listener has an address")
+        self.proxy
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin.local_addr().expect("a bound listener has an address")
+        self.admin
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     pub fn handle(&self) -> Handle {
@@ -110,7 +114,11 @@ impl Weir {
             handle,
         } = self;
         let stop_admin = CancellationToken::new();
-        let admin_task = tokio::spawn(admin::serve(admin, handle.admin.clone(), stop_admin.clone()));
+        let admin_task = tokio::spawn(admin::serve(
+            admin,
+            handle.admin.clone(),
+            stop_admin.clone(),
+        ));
         for upstream in handle.shared.snapshot.load().router.upstreams() {
             tokio::spawn(upstream.clone().warm());
         }
@@ -122,9 +130,10 @@ impl Weir {
         );
         let stop = CancellationToken::new();
         let drain_shared = handle.shared.clone();
-        let serving = server::serve_proxy(proxy, handle.shared.clone(), tls, stop.clone(), move || {
-            drain_shared.snapshot.load().policy.shutdown.drain_timeout
-        });
+        let serving =
+            server::serve_proxy(proxy, handle.shared.clone(), tls, stop.clone(), move || {
+                drain_shared.snapshot.load().policy.shutdown.drain_timeout
+            });
         let admin_state = handle.admin.clone();
         let signal = async move {
             shutdown.await;
@@ -209,7 +218,9 @@ impl Handle {
                 }],
             })?;
         for upstream in snapshot.router.upstreams() {
-            if changes.added.contains(&upstream.name.to_string()) || changes.changed.contains(&upstream.name.to_string()) {
+            if changes.added.contains(&upstream.name.to_string())
+                || changes.changed.contains(&upstream.name.to_string())
+            {
                 tokio::spawn(upstream.clone().warm());
             }
         }

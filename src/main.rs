@@ -37,7 +37,11 @@ fn main() -> ExitCode {
     if let Some(Command::Check) = cli.command {
         return match weir::config::load_file(&cli.config) {
             Ok(policy) => {
-                println!("{}: ok ({} upstreams)", cli.config.display(), policy.upstreams.len());
+                println!(
+                    "{}: ok ({} upstreams)",
+                    cli.config.display(),
+                    policy.upstreams.len()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -56,7 +60,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             tracing::error!("starting the runtime: {e}");

@@ -39,7 +39,12 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    const ALL: [Outcome; 4] = [Self::Ok, Self::UpstreamError, Self::Rejected, Self::Cancelled];
+    const ALL: [Outcome; 4] = [
+        Self::Ok,
+        Self::UpstreamError,
+        Self::Rejected,
+        Self::Cancelled,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -137,19 +142,30 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric options are valid");
-            registry.register(Box::new(c.clone())).expect("each metric is registered once");
+            let c = IntCounterVec::new(Opts::new(name, help), labels)
+                .expect("static metric options are valid");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("each metric is registered once");
             c
         };
         let gauge = |name: &str, help: &str| {
-            let g = IntGaugeVec::new(Opts::new(name, help), &["upstream"]).expect("static metric options are valid");
-            registry.register(Box::new(g.clone())).expect("each metric is registered once");
+            let g = IntGaugeVec::new(Opts::new(name, help), &["upstream"])
+                .expect("static metric options are valid");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("each metric is registered once");
             g
         };
         let histogram = |name: &str, help: &str, buckets: &[f64]| {
-            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), &["upstream"])
-                .expect("static metric options are valid");
-            registry.register(Box::new(h.clone())).expect("each metric is registered once");
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                &["upstream"],
+            )
+            .expect("static metric options are valid");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("each metric is registered once");
             h
         };
         let usage_events_dropped = IntCounter::new(
@@ -169,21 +185,75 @@ impl Metrics {
             .register(Box::new(config_last_reload_success.clone()))
             .expect("each metric is registered once");
         Self {
-            requests: counter("weir_requests_total", "Requests by upstream, status code sent to the client, and outcome.", &["upstream", "code", "outcome"]),
-            duration: histogram("weir_request_duration_seconds", "Whole request duration, streaming included.", LATENCY_BUCKETS),
-            first_byte: histogram("weir_upstream_first_byte_seconds", "Time from sending an attempt to its response headers.", LATENCY_BUCKETS),
-            overhead: histogram("weir_overhead_seconds", "Time spent in weir itself: total minus upstream and queue time.", OVERHEAD_BUCKETS),
-            queue_wait: histogram("weir_queue_wait_seconds", "Time waited in the upstream's bulkhead queue.", LATENCY_BUCKETS),
-            attempts: counter("weir_upstream_attempts_total", "Upstream attempts by result.", &["upstream", "result"]),
-            retries: counter("weir_retries_total", "Retries by the failure that caused them.", &["upstream", "reason"]),
-            rejected: counter("weir_rejected_total", "Requests weir refused itself, by reason.", &["upstream", "reason"]),
-            circuit_state: gauge("weir_circuit_state", "Circuit breaker state: 0 closed, 1 open, 2 half-open."),
-            circuit_transitions: counter("weir_circuit_transitions_total", "Circuit breaker transitions by new state.", &["upstream", "to"]),
+            requests: counter(
+                "weir_requests_total",
+                "Requests by upstream, status code sent to the client, and outcome.",
+                &["upstream", "code", "outcome"],
+            ),
+            duration: histogram(
+                "weir_request_duration_seconds",
+                "Whole request duration, streaming included.",
+                LATENCY_BUCKETS,
+            ),
+            first_byte: histogram(
+                "weir_upstream_first_byte_seconds",
+                "Time from sending an attempt to its response headers.",
+                LATENCY_BUCKETS,
+            ),
+            overhead: histogram(
+                "weir_overhead_seconds",
+                "Time spent in weir itself: total minus upstream and queue time.",
+                OVERHEAD_BUCKETS,
+            ),
+            queue_wait: histogram(
+                "weir_queue_wait_seconds",
+                "Time waited in the upstream's bulkhead queue.",
+                LATENCY_BUCKETS,
+            ),
+            attempts: counter(
+                "weir_upstream_attempts_total",
+                "Upstream attempts by result.",
+                &["upstream", "result"],
+            ),
+            retries: counter(
+                "weir_retries_total",
+                "Retries by the failure that caused them.",
+                &["upstream", "reason"],
+            ),
+            rejected: counter(
+                "weir_rejected_total",
+                "Requests weir refused itself, by reason.",
+                &["upstream", "reason"],
+            ),
+            circuit_state: gauge(
+                "weir_circuit_state",
+                "Circuit breaker state: 0 closed, 1 open, 2 half-open.",
+            ),
+            circuit_transitions: counter(
+                "weir_circuit_transitions_total",
+                "Circuit breaker transitions by new state.",
+                &["upstream", "to"],
+            ),
             in_flight: gauge("weir_in_flight", "Requests at the upstream now."),
-            queue_depth: gauge("weir_queue_depth", "Requests waiting in the upstream's queue now."),
-            connections_opened: counter("weir_upstream_connections_opened_total", "Connections opened to the upstream.", &["upstream"]),
-            tokens: counter("weir_tokens_total", "LLM tokens by upstream, model, tenant and type.", &["upstream", "model", "tenant", "type"]),
-            config_reloads: counter("weir_config_reloads_total", "Policy reloads by result.", &["result"]),
+            queue_depth: gauge(
+                "weir_queue_depth",
+                "Requests waiting in the upstream's queue now.",
+            ),
+            connections_opened: counter(
+                "weir_upstream_connections_opened_total",
+                "Connections opened to the upstream.",
+                &["upstream"],
+            ),
+            tokens: counter(
+                "weir_tokens_total",
+                "LLM tokens by upstream, model, tenant and type.",
+                &["upstream", "model", "tenant", "type"],
+            ),
+            config_reloads: counter(
+                "weir_config_reloads_total",
+                "Policy reloads by result.",
+                &["result"],
+            ),
             usage_events_dropped,
             config_last_reload_success,
             registry,
@@ -216,7 +286,9 @@ impl Metrics {
     /// The two counters of requests that match no route (`upstream="none"`).
     pub fn unrouted(&self) -> Unrouted {
         Unrouted {
-            requests: self.requests.with_label_values(&["none", "404", Outcome::Rejected.as_str()]),
+            requests: self
+                .requests
+                .with_label_values(&["none", "404", Outcome::Rejected.as_str()]),
             rejected: self.rejected.with_label_values(&["none", "no_route"]),
         }
     }
@@ -283,7 +355,8 @@ impl UpstreamMetrics {
     }
 
     pub fn rejected(&self, reason: crate::proxy::Reject) -> &IntCounter {
-        self.rejected.get(reason as usize, || vec![reason.as_str().to_owned()])
+        self.rejected
+            .get(reason as usize, || vec![reason.as_str().to_owned()])
     }
 
     /// `to` is 0 closed, 1 open, 2 half-open, as in `weir_circuit_state`.

@@ -58,9 +58,13 @@ pub fn server_config(tls: &ListenerTls) -> Result<ServerConfig, String> {
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("certificate {} and key {} do not fit: {e}", tls.cert.display(), tls.key.display()))?;
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| {
+        format!(
+            "certificate {} and key {} do not fit: {e}",
+            tls.cert.display(),
+            tls.key.display()
+        )
+    })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }

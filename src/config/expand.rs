@@ -70,7 +70,10 @@ fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
     match missing.as_slice() {
         [] => Ok(out),
         [one] => Err(format!("environment variable {one} is not set")),
-        many => Err(format!("environment variables {} are not set", many.join(", "))),
+        many => Err(format!(
+            "environment variables {} are not set",
+            many.join(", ")
+        )),
     }
 }
 

@@ -54,7 +54,9 @@ fn key_of(text: &str) -> Option<String> {
             .starts_with(':')
             .then(|| rest[..end].to_owned());
     } else {
-        let colon = text.find(": ").or_else(|| text.strip_suffix(':').map(|k| k.len()))?;
+        let colon = text
+            .find(": ")
+            .or_else(|| text.strip_suffix(':').map(|k| k.len()))?;
         (text[..colon].trim_end(), ())
     };
     (!key.is_empty()).then(|| key.to_owned())
@@ -86,14 +88,23 @@ upstreams:
     #[test]
     fn finds_nested_keys_by_indentation() {
         assert_eq!(line_of(SOURCE, &path("listen")), Some(1));
-        assert_eq!(line_of(SOURCE, &path("upstreams.openai.retry.attempts")), Some(7));
-        assert_eq!(line_of(SOURCE, &path("upstreams.local.retry.attempts")), Some(12));
+        assert_eq!(
+            line_of(SOURCE, &path("upstreams.openai.retry.attempts")),
+            Some(7)
+        );
+        assert_eq!(
+            line_of(SOURCE, &path("upstreams.local.retry.attempts")),
+            Some(12)
+        );
         assert_eq!(line_of(SOURCE, &path("upstreams.local")), Some(9));
     }
 
     #[test]
     fn a_key_in_a_flow_map_reports_its_parent_line() {
-        assert_eq!(line_of(SOURCE, &path("upstreams.openai.retry.backoff.base")), Some(8));
+        assert_eq!(
+            line_of(SOURCE, &path("upstreams.openai.retry.backoff.base")),
+            Some(8)
+        );
     }
 
     #[test]

@@ -82,10 +82,22 @@ pub(super) fn policy(
         problems.push(&p(&["shutdown", "drain_timeout"]), "must be more than 0");
     }
     if let Some(tls) = &file.tls {
-        check_file(problems, &p(&["tls", "cert"]), crate::tls::load_certs(&tls.cert));
-        check_file(problems, &p(&["tls", "key"]), crate::tls::load_key(&tls.key));
+        check_file(
+            problems,
+            &p(&["tls", "cert"]),
+            crate::tls::load_certs(&tls.cert),
+        );
+        check_file(
+            problems,
+            &p(&["tls", "key"]),
+            crate::tls::load_key(&tls.key),
+        );
         if let Some(ca) = &tls.client_ca {
-            check_file(problems, &p(&["tls", "client_ca"]), crate::tls::load_certs(ca));
+            check_file(
+                problems,
+                &p(&["tls", "client_ca"]),
+                crate::tls::load_certs(ca),
+            );
         }
     }
 
@@ -123,7 +135,11 @@ pub(super) fn policy(
 
 /// Deserializes `value` as `T`. On failure, retries each key of a mapping on
 /// its own so that every wrong field is reported, not just the first.
-fn typed<T: DeserializeOwned>(value: &Value, base: &[String], problems: &mut Problems) -> Option<T> {
+fn typed<T: DeserializeOwned>(
+    value: &Value,
+    base: &[String],
+    problems: &mut Problems,
+) -> Option<T> {
     let first = match serde_path_to_error::deserialize::<_, T>(value) {
         Ok(t) => return Some(t),
         Err(e) => e,
@@ -196,7 +212,10 @@ fn upstream_rules(up: &UpstreamPolicy, base: &[String], problems: &mut Problems)
     if !route.starts_with('/') {
         problems.push(&at(&["route"]), format!("{route:?} must start with `/`"));
     } else if route.contains(['?', '#', ' ', '\t']) {
-        problems.push(&at(&["route"]), format!("{route:?} must be a plain path prefix"));
+        problems.push(
+            &at(&["route"]),
+            format!("{route:?} must be a plain path prefix"),
+        );
     }
     if let Some(ca) = &up.ca {
         check_file(problems, &at(&["ca"]), crate::tls::load_certs(ca));
@@ -209,8 +228,14 @@ fn upstream_rules(up: &UpstreamPolicy, base: &[String], problems: &mut Problems)
         (&["timeouts", "total"], up.timeouts.total),
         (&["retry", "backoff", "base"], up.retry.backoff.base),
         (&["circuit_breaker", "window"], up.circuit_breaker.window),
-        (&["circuit_breaker", "open_for"], up.circuit_breaker.open_for),
-        (&["concurrency", "queue_timeout"], up.concurrency.queue_timeout),
+        (
+            &["circuit_breaker", "open_for"],
+            up.circuit_breaker.open_for,
+        ),
+        (
+            &["concurrency", "queue_timeout"],
+            up.concurrency.queue_timeout,
+        ),
     ];
     for (field, d) in positive {
         if d.is_zero() {
@@ -219,26 +244,44 @@ fn upstream_rules(up: &UpstreamPolicy, base: &[String], problems: &mut Problems)
     }
     let r = &up.retry;
     if !(1..=20).contains(&r.attempts) {
-        problems.push(&at(&["retry", "attempts"]), "must be from 1 (no retry) to 20");
+        problems.push(
+            &at(&["retry", "attempts"]),
+            "must be from 1 (no retry) to 20",
+        );
     }
     if r.backoff.max < r.backoff.base {
-        problems.push(&at(&["retry", "backoff", "max"]), "must not be less than `base`");
+        problems.push(
+            &at(&["retry", "backoff", "max"]),
+            "must not be less than `base`",
+        );
     }
     if !(0.0..=1.0).contains(&r.budget.ratio) {
         problems.push(&at(&["retry", "budget", "ratio"]), "must be from 0 to 1");
     }
     let b = &up.circuit_breaker;
     if b.consecutive_failures == 0 {
-        problems.push(&at(&["circuit_breaker", "consecutive_failures"]), "must be at least 1");
+        problems.push(
+            &at(&["circuit_breaker", "consecutive_failures"]),
+            "must be at least 1",
+        );
     }
     if !(b.failure_rate > 0.0 && b.failure_rate <= 1.0) {
-        problems.push(&at(&["circuit_breaker", "failure_rate"]), "must be more than 0 and at most 1");
+        problems.push(
+            &at(&["circuit_breaker", "failure_rate"]),
+            "must be more than 0 and at most 1",
+        );
     }
     if b.min_requests == 0 {
-        problems.push(&at(&["circuit_breaker", "min_requests"]), "must be at least 1");
+        problems.push(
+            &at(&["circuit_breaker", "min_requests"]),
+            "must be at least 1",
+        );
     }
     if b.half_open_requests == 0 {
-        problems.push(&at(&["circuit_breaker", "half_open_requests"]), "must be at least 1");
+        problems.push(
+            &at(&["circuit_breaker", "half_open_requests"]),
+            "must be at least 1",
+        );
     }
     if up.concurrency.max_in_flight == 0 {
         problems.push(&at(&["concurrency", "max_in_flight"]), "must be at least 1");
@@ -250,8 +293,14 @@ fn upstream_rules(up: &UpstreamPolicy, base: &[String], problems: &mut Problems)
                 "set `requests_per_second`, `tokens_per_minute` or both",
             );
         }
-        if rl.requests_per_second.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
-            problems.push(&at(&["rate_limit", "requests_per_second"]), "must be more than 0");
+        if rl
+            .requests_per_second
+            .is_some_and(|r| !(r > 0.0 && r.is_finite()))
+        {
+            problems.push(
+                &at(&["rate_limit", "requests_per_second"]),
+                "must be more than 0",
+            );
         }
         if rl.burst == Some(0) {
             problems.push(&at(&["rate_limit", "burst"]), "must be at least 1");
@@ -260,7 +309,10 @@ fn upstream_rules(up: &UpstreamPolicy, base: &[String], problems: &mut Problems)
             problems.push(&at(&["rate_limit", "burst"]), "needs `requests_per_second`");
         }
         if rl.tokens_per_minute == Some(0) {
-            problems.push(&at(&["rate_limit", "tokens_per_minute"]), "must be at least 1");
+            problems.push(
+                &at(&["rate_limit", "tokens_per_minute"]),
+                "must be at least 1",
+            );
         }
     }
 }
@@ -310,7 +362,10 @@ fn fallbacks_resolve(
             if chain.contains(&current) {
                 if !reported_cycle.iter().any(|n| chain.contains(&n.as_str())) {
                     chain.push(current);
-                    problems.push(&path, format!("fallbacks form a cycle: {}", chain.join(" -> ")));
+                    problems.push(
+                        &path,
+                        format!("fallbacks form a cycle: {}", chain.join(" -> ")),
+                    );
                     reported_cycle.push(name.clone());
                 }
                 break;

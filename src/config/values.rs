@@ -87,7 +87,9 @@ impl<'de> Deserialize<'de> for HeaderList {
                     let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
                         de::Error::custom(format!("{name:?} is not a valid header name"))
                     })?;
-                    if crate::proxy::headers::HOP_BY_HOP.contains(&header.as_str()) || header == http::header::HOST {
+                    if crate::proxy::headers::HOP_BY_HOP.contains(&header.as_str())
+                        || header == http::header::HOST
+                    {
                         return Err(de::Error::custom(format!(
                             "header {name:?} is managed by weir and cannot be set"
                         )));
@@ -201,7 +203,11 @@ impl UpstreamUrl {
                     "{text:?}: scheme {other:?} is not supported (use http or https)"
                 ))
             }
-            None => return Err(format!("{text:?} has no scheme (write http://... or https://...)")),
+            None => {
+                return Err(format!(
+                    "{text:?} has no scheme (write http://... or https://...)"
+                ))
+            }
         };
         let authority = uri
             .authority()
@@ -216,7 +222,9 @@ impl UpstreamUrl {
             ));
         }
         if uri.query().is_some() || text.contains('#') {
-            return Err(format!("{text:?}: a query or fragment is not allowed in `url`"));
+            return Err(format!(
+                "{text:?}: a query or fragment is not allowed in `url`"
+            ));
         }
         let base_path = uri.path().trim_end_matches('/').to_owned();
         Ok(Self {
@@ -282,7 +290,13 @@ mod tests {
 
     #[test]
     fn upstream_url_rejects_what_cannot_be_proxied() {
-        for bad in ["ftp://h", "h:80", "http://h/x?y=1", "http://u:p@h", "/relative"] {
+        for bad in [
+            "ftp://h",
+            "h:80",
+            "http://h/x?y=1",
+            "http://u:p@h",
+            "/relative",
+        ] {
             assert!(UpstreamUrl::parse(bad).is_err(), "{bad} accepted");
         }
     }

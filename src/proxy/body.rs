@@ -72,7 +72,9 @@ impl HttpBody for Body {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Body::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Body::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
             Body::Upstream { inner } => inner.size_hint(),
         }
     }
@@ -213,7 +215,9 @@ impl HttpBody for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Incoming(b) => b.size_hint(),
-            RequestBody::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            RequestBody::Full(data) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
         }
     }
 }

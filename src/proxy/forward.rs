@@ -27,7 +27,10 @@ pub(super) async fn forward(
         Ok(uri) => uri,
         Err(e) => {
             // The client's path was valid for it but not joined to the base path.
-            let error = ProxyError::new(Reject::NoRoute, format!("cannot build the upstream URL: {e}"));
+            let error = ProxyError::new(
+                Reject::NoRoute,
+                format!("cannot build the upstream URL: {e}"),
+            );
             return reject(upstream, error, record);
         }
     };
@@ -51,7 +54,10 @@ pub(super) async fn forward(
 
     record.add_attempt();
     let sent = Instant::now();
-    let wait = policy.timeouts.first_byte.min(deadline.saturating_duration_since(sent));
+    let wait = policy
+        .timeouts
+        .first_byte
+        .min(deadline.saturating_duration_since(sent));
     let result = tokio::time::timeout(wait, upstream.client.request(upstream_request)).await;
     let answered = Instant::now();
     let m = &upstream.metrics;
@@ -64,10 +70,17 @@ pub(super) async fn forward(
             let message = if connect {
                 format!("cannot connect to upstream `{}`: {detail}", upstream.name)
             } else {
-                format!("upstream `{}` closed the connection before answering: {detail}", upstream.name)
+                format!(
+                    "upstream `{}` closed the connection before answering: {detail}",
+                    upstream.name
+                )
             };
             tracing::warn!(request_id = record.request_id().to_str().unwrap_or("-"), upstream = %upstream.name, error = %detail, "upstream request failed");
-            return reject(upstream, ProxyError::new(Reject::UpstreamConnect, message), record);
+            return reject(
+                upstream,
+                ProxyError::new(Reject::UpstreamConnect, message),
+                record,
+            );
         }
         Err(_) => {
             m.attempt(AttemptResult::Timeout).inc();
@@ -76,12 +89,17 @@ pub(super) async fn forward(
                 upstream.name, wait
             );
             tracing::warn!(request_id = record.request_id().to_str().unwrap_or("-"), upstream = %upstream.name, "upstream timed out before the first byte");
-            return reject(upstream, ProxyError::new(Reject::UpstreamTimeout, message), record);
+            return reject(
+                upstream,
+                ProxyError::new(Reject::UpstreamTimeout, message),
+                record,
+            );
         }
     };
     let status = response.status().as_u16();
     m.attempt(AttemptResult::Status(status)).inc();
-    m.first_byte.observe(answered.duration_since(sent).as_secs_f64());
+    m.first_byte
+        .observe(answered.duration_since(sent).as_secs_f64());
     record.set_status(status);
 
     let (mut parts, body) = response.into_parts();

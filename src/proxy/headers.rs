@@ -46,10 +46,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     if let Some(id) = headers.get(X_REQUEST_ID) {
         let bytes = id.as_bytes();
-        if !bytes.is_empty()
-            && bytes.len() <= 128
-            && bytes.iter().all(|b| b.is_ascii_graphic())
-        {
+        if !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(|b| b.is_ascii_graphic()) {
             return id.clone();
         }
     }
@@ -88,7 +85,10 @@ mod tests {
     #[test]
     fn strips_hop_by_hop_and_headers_named_in_connection() {
         let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("upgrade", HeaderValue::from_static("websocket"));

@@ -85,7 +85,9 @@ pub async fn handle(
         shared.unrouted.requests.inc();
         let message = format!("no route matches {}", request.uri().path());
         let mut response = ProxyError::new(Reject::NoRoute, message).into_response();
-        response.headers_mut().insert(headers::X_REQUEST_ID, request_id);
+        response
+            .headers_mut()
+            .insert(headers::X_REQUEST_ID, request_id);
         return Ok(response);
     };
     let record = Record::new(

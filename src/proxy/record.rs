@@ -23,7 +23,6 @@ pub struct Record {
     outcome: Option<Outcome>,
 }
 
-
 /// The code label of a request that ended before any status was sent,
 /// as nginx logs a client that closed the request.
 const CLIENT_CLOSED: u16 = 499;
@@ -110,7 +109,11 @@ impl Drop for Record {
         let m = &self.metrics;
         m.in_flight.dec();
         let outcome = self.outcome.unwrap_or(Outcome::Cancelled);
-        let code = if self.status == 0 { CLIENT_CLOSED } else { self.status };
+        let code = if self.status == 0 {
+            CLIENT_CLOSED
+        } else {
+            self.status
+        };
         m.request(code, outcome).inc();
         let elapsed = self.started.elapsed();
         m.duration.observe(elapsed.as_secs_f64());

@@ -51,7 +51,8 @@ impl Upstream {
     /// `url` + the path after the route prefix + the client's query.
     pub fn target(&self, rest: &str, query: Option<&str>) -> Result<Uri, http::Error> {
         let base = &self.policy.url.base_path;
-        let mut pq = String::with_capacity(base.len() + rest.len() + query.map_or(0, |q| q.len() + 1) + 1);
+        let mut pq =
+            String::with_capacity(base.len() + rest.len() + query.map_or(0, |q| q.len() + 1) + 1);
         pq.push_str(base);
         pq.push_str(rest);
         if pq.is_empty() {
@@ -77,12 +78,14 @@ impl Upstream {
         if count == 0 {
             return;
         }
-        let Ok(uri) = self.target("", None) else { return };
+        let Ok(uri) = self.target("", None) else {
+            return;
+        };
         let limit = self.policy.pool.connect_timeout + self.policy.timeouts.first_byte;
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..count {
-            let request = http::Request::head(uri.clone())
-                .body(crate::proxy::RequestBody::Full(None));
+            let request =
+                http::Request::head(uri.clone()).body(crate::proxy::RequestBody::Full(None));
             let Ok(request) = request else { return };
             let client = self.client.clone();
             set.spawn(async move {

@@ -57,7 +57,11 @@ impl UpstreamRegistry {
             };
             next.insert(name.clone(), upstream);
         }
-        changes.removed = live.keys().filter(|k| !next.contains_key(*k)).cloned().collect();
+        changes.removed = live
+            .keys()
+            .filter(|k| !next.contains_key(*k))
+            .cloned()
+            .collect();
         changes.removed.sort();
         let router = Router::new(next.values().cloned());
         *live = next;

@@ -10,7 +10,9 @@ use crate::support::*;
 const TEN_MIB: usize = 10 * 1024 * 1024;
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -45,14 +47,20 @@ async fn ten_mib_bodies_pass_both_ways_intact() {
             .unwrap()
             .unwrap();
         assert_eq!(response.status(), 200);
-        assert_eq!(response.headers()["x-received-len"], TEN_MIB.to_string().as_str());
+        assert_eq!(
+            response.headers()["x-received-len"],
+            TEN_MIB.to_string().as_str()
+        );
         assert_eq!(
             response.headers()["x-received-sha256"],
             hex(&Sha256::digest(&sent)).as_str()
         );
         let body = body_bytes(response).await;
         assert_eq!(body.len(), TEN_MIB);
-        assert!(body[..] == pattern(TEN_MIB, 7)[..], "response body corrupted");
+        assert!(
+            body[..] == pattern(TEN_MIB, 7)[..],
+            "response body corrupted"
+        );
     }
     weir.shutdown().await;
 }

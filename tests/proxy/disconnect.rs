@@ -30,7 +30,10 @@ async fn client_disconnect_mid_stream_closes_the_upstream_connection() {
     let client = client();
     let pending = tokio::spawn(client.request(post(&weir.url("/v1/chat/completions"), "{}")));
     let events = streams.recv().await.unwrap();
-    events.send(Bytes::from_static(b"data: 1\n\n")).await.unwrap();
+    events
+        .send(Bytes::from_static(b"data: 1\n\n"))
+        .await
+        .unwrap();
     let response = pending.await.unwrap().unwrap();
     let mut body = response.into_body();
     assert_eq!(next_chunk(&mut body).await.unwrap().unwrap(), "data: 1\n\n");
@@ -45,7 +48,10 @@ async fn client_disconnect_mid_stream_closes_the_upstream_connection() {
     tokio::time::timeout(PATIENCE, events.closed())
         .await
         .expect("the upstream response is dropped at once");
-    eventually("the upstream connection is closed", || upstream.open_connections() == 0).await;
+    eventually("the upstream connection is closed", || {
+        upstream.open_connections() == 0
+    })
+    .await;
     let cancelled = r#"weir_requests_total{code="200",outcome="cancelled",upstream="llm"}"#;
     let mut seen = 0.0;
     for _ in 0..200 {
@@ -84,7 +90,10 @@ async fn client_disconnect_before_the_answer_cancels_the_upstream_request() {
     assert_eq!(upstream.open_connections(), 1);
     pending.abort();
     drop(client);
-    eventually("the upstream connection is closed", || upstream.open_connections() == 0).await;
+    eventually("the upstream connection is closed", || {
+        upstream.open_connections() == 0
+    })
+    .await;
     let cancelled = r#"weir_requests_total{code="499",outcome="cancelled",upstream="llm"}"#;
     let mut seen = 0.0;
     for _ in 0..200 {

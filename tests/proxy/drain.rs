@@ -30,7 +30,10 @@ async fn a_running_stream_finishes_while_new_connections_are_refused() {
 
     let pending = tokio::spawn(client().request(post(&weir.url("/v1/chat/completions"), "{}")));
     let events = streams.recv().await.unwrap();
-    events.send(Bytes::from_static(b"data: 1\n\n")).await.unwrap();
+    events
+        .send(Bytes::from_static(b"data: 1\n\n"))
+        .await
+        .unwrap();
     let mut body = pending.await.unwrap().unwrap().into_body();
     assert_eq!(next_chunk(&mut body).await.unwrap().unwrap(), "data: 1\n\n");
 
@@ -47,7 +50,10 @@ async fn a_running_stream_finishes_while_new_connections_are_refused() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    assert!(refused, "draining weir is not ready and refuses new connections");
+    assert!(
+        refused,
+        "draining weir is not ready and refuses new connections"
+    );
 
     // The stream in flight goes on to its end.
     for n in 2..=3 {

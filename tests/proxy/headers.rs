@@ -58,8 +58,17 @@ async fn request_headers_are_cleaned_rewritten_and_injected() {
     );
     let seen = body_json(response).await;
 
-    for gone in ["connection", "keep-alive", "x-client-private", "proxy-authorization", "te"] {
-        assert!(seen.get(gone).is_none(), "{gone} reached the upstream: {seen}");
+    for gone in [
+        "connection",
+        "keep-alive",
+        "x-client-private",
+        "proxy-authorization",
+        "te",
+    ] {
+        assert!(
+            seen.get(gone).is_none(),
+            "{gone} reached the upstream: {seen}"
+        );
     }
     assert_eq!(seen["host"], upstream.addr.to_string());
     assert_eq!(seen["authorization"], "Bearer policy-key");

@@ -18,7 +18,8 @@ async fn sequential_requests_reuse_one_upstream_connection() {
     assert_eq!(upstream.hits(), 50);
     assert_eq!(upstream.connections(), 1);
     assert_eq!(
-        weir.metric(r#"weir_upstream_connections_opened_total{upstream="llm"}"#).await,
+        weir.metric(r#"weir_upstream_connections_opened_total{upstream="llm"}"#)
+            .await,
         1.0
     );
     weir.shutdown().await;
@@ -35,11 +36,15 @@ async fn an_idle_expired_connection_is_closed_and_replaced() {
     body_string(send(get(&weir.url("/a"))).await).await;
     assert_eq!(upstream.connections(), 1);
     // The pool closes the idle connection by itself.
-    eventually("the idle connection is closed", || upstream.open_connections() == 0).await;
+    eventually("the idle connection is closed", || {
+        upstream.open_connections() == 0
+    })
+    .await;
     body_string(send(get(&weir.url("/b"))).await).await;
     assert_eq!(upstream.connections(), 2);
     assert_eq!(
-        weir.metric(r#"weir_upstream_connections_opened_total{upstream="llm"}"#).await,
+        weir.metric(r#"weir_upstream_connections_opened_total{upstream="llm"}"#)
+            .await,
         2.0
     );
     weir.shutdown().await;
@@ -53,7 +58,10 @@ async fn warm_connections_are_opened_at_start() {
         upstream.url()
     )))
     .await;
-    eventually("three warm connections", || upstream.open_connections() == 3).await;
+    eventually("three warm connections", || {
+        upstream.open_connections() == 3
+    })
+    .await;
     // They are pooled: three concurrent requests open nothing new.
     let requests = (0..3).map(|_| send(get(&weir.url("/x"))));
     for response in futures_join(requests).await {
@@ -66,7 +74,10 @@ async fn warm_connections_are_opened_at_start() {
 #[tokio::test]
 async fn http2_upstream_multiplexes_on_one_connection() {
     let upstream = MockUpstream::start(|request| async move {
-        http::Response::new(crate::support::upstream::full(format!("{:?}", request.version())))
+        http::Response::new(crate::support::upstream::full(format!(
+            "{:?}",
+            request.version()
+        )))
     })
     .await;
     let weir = TestWeir::start(&policy(&format!(
@@ -82,9 +93,9 @@ async fn http2_upstream_multiplexes_on_one_connection() {
     weir.shutdown().await;
 }
 
-async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+async fn futures_join<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = futures.map(tokio::spawn).collect();

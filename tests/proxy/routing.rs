@@ -18,7 +18,10 @@ async fn strips_the_route_joins_the_base_path_and_keeps_the_query() {
 
     let response = send(get(&weir.url("/openai/chat/completions?x=1&y=%20z"))).await;
     assert_eq!(response.status(), 200);
-    assert_eq!(body_string(response).await, "/base/v1/chat/completions?x=1&y=%20z");
+    assert_eq!(
+        body_string(response).await,
+        "/base/v1/chat/completions?x=1&y=%20z"
+    );
 
     let response = send(get(&weir.url("/openai"))).await;
     assert_eq!(body_string(response).await, "/base/v1");
@@ -69,10 +72,14 @@ async fn no_route_is_a_404_in_the_openai_error_shape() {
     let json = body_json(response).await;
     assert_eq!(json["error"]["code"], "no_route");
     assert_eq!(json["error"]["type"], "weir_no_route");
-    assert!(json["error"]["message"].as_str().unwrap().contains("/elsewhere"));
+    assert!(json["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("/elsewhere"));
     assert_eq!(upstream.hits(), 0);
     assert_eq!(
-        weir.metric(r#"weir_rejected_total{reason="no_route",upstream="none"}"#).await,
+        weir.metric(r#"weir_rejected_total{reason="no_route",upstream="none"}"#)
+            .await,
         1.0
     );
     weir.shutdown().await;

@@ -30,11 +30,13 @@ async fn no_answer_within_first_byte_is_a_504() {
     let json = body_json(response).await;
     assert_eq!(json["error"]["code"], "upstream_timeout");
     assert_eq!(
-        weir.metric(r#"weir_upstream_attempts_total{result="timeout",upstream="slow"}"#).await,
+        weir.metric(r#"weir_upstream_attempts_total{result="timeout",upstream="slow"}"#)
+            .await,
         1.0
     );
     assert_eq!(
-        weir.metric(r#"weir_requests_total{code="504",outcome="upstream_error",upstream="slow"}"#).await,
+        weir.metric(r#"weir_requests_total{code="504",outcome="upstream_error",upstream="slow"}"#)
+            .await,
         1.0
     );
     weir.shutdown().await;
@@ -52,7 +54,11 @@ async fn trickle(every: Option<Duration>) -> MockUpstream {
                 match every {
                     Some(gap) => {
                         tokio::time::sleep(gap).await;
-                        if events.send(Bytes::from_static(b"data: more\n\n")).await.is_err() {
+                        if events
+                            .send(Bytes::from_static(b"data: more\n\n"))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -93,11 +99,18 @@ async fn a_stream_silent_for_longer_than_idle_is_cut() {
     .await;
     let (chunks, elapsed) = read_until_error(&weir).await;
     assert_eq!(chunks, 1, "the first event arrives before the cut");
-    assert!(elapsed >= Duration::from_millis(300), "cut after {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(300),
+        "cut after {elapsed:?}"
+    );
     assert!(elapsed < Duration::from_secs(10), "cut after {elapsed:?}");
-    eventually("the upstream connection is closed", || upstream.open_connections() == 0).await;
+    eventually("the upstream connection is closed", || {
+        upstream.open_connections() == 0
+    })
+    .await;
     assert_eq!(
-        weir.metric(r#"weir_requests_total{code="200",outcome="upstream_error",upstream="llm"}"#).await,
+        weir.metric(r#"weir_requests_total{code="200",outcome="upstream_error",upstream="llm"}"#)
+            .await,
         1.0
     );
     weir.shutdown().await;
@@ -113,7 +126,10 @@ async fn a_stream_longer_than_total_is_cut_even_while_active() {
     .await;
     let (chunks, elapsed) = read_until_error(&weir).await;
     assert!(chunks >= 2, "events flowed before the cut: {chunks}");
-    assert!(elapsed >= Duration::from_millis(600), "cut after {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(600),
+        "cut after {elapsed:?}"
+    );
     assert!(elapsed < Duration::from_secs(10), "cut after {elapsed:?}");
     weir.shutdown().await;
 }
@@ -135,9 +151,13 @@ async fn a_refused_connection_is_a_502() {
     let json = body_json(response).await;
     assert_eq!(json["error"]["code"], "upstream_connect");
     assert_eq!(json["error"]["type"], "weir_upstream_connect");
-    assert!(json["error"]["message"].as_str().unwrap().contains("connect"));
+    assert!(json["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("connect"));
     assert_eq!(
-        weir.metric(r#"weir_upstream_attempts_total{result="connect",upstream="gone"}"#).await,
+        weir.metric(r#"weir_upstream_attempts_total{result="connect",upstream="gone"}"#)
+            .await,
         1.0
     );
     weir.shutdown().await;

@@ -86,7 +86,11 @@ impl Ca {
 
     /// A server certificate for `localhost` and 127.0.0.1.
     fn localhost(&self) -> Issued {
-        self.issue("localhost", &["localhost", "127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth)
+        self.issue(
+            "localhost",
+            &["localhost", "127.0.0.1"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )
     }
 
     fn roots(&self) -> rustls::RootCertStore {
@@ -135,7 +139,9 @@ fn client_tls(ca: &Ca, identity: Option<&Issued>, alpn: &[&[u8]]) -> TlsConnecto
         .unwrap()
         .with_root_certificates(ca.roots());
     let mut config = match identity {
-        Some(id) => builder.with_client_auth_cert(id.chain(), id.private_key()).unwrap(),
+        Some(id) => builder
+            .with_client_auth_cert(id.chain(), id.private_key())
+            .unwrap(),
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -158,7 +164,8 @@ async fn h1_over(
     stream: TlsStream<TcpStream>,
     path: &str,
 ) -> Result<Response<Incoming>, hyper::Error> {
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
     let request = Request::get(path)
         .header("host", "localhost")
@@ -183,7 +190,12 @@ async fn proto_echo() -> MockUpstream {
 }
 
 /// The policy YAML for a TLS listener in front of one plain upstream.
-fn tls_policy(cert: &Path, key: &Path, client_ca: Option<&Path>, upstream: &MockUpstream) -> String {
+fn tls_policy(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+    upstream: &MockUpstream,
+) -> String {
     let client_ca = client_ca
         .map(|ca| format!("  client_ca: {}\n", ca.display()))
         .unwrap_or_default();
@@ -229,8 +241,15 @@ async fn https_upstream_with_a_private_ca_is_trusted_through_ca() {
     let json = body_json(response).await;
     assert_eq!(json["error"]["code"], "upstream_connect");
     let message = json["error"]["message"].as_str().unwrap().to_lowercase();
-    assert!(message.contains("certificate"), "the message says why: {message}");
-    assert_eq!(upstream.hits(), 1, "no request reached the upstream untrusted");
+    assert!(
+        message.contains("certificate"),
+        "the message says why: {message}"
+    );
+    assert_eq!(
+        upstream.hits(),
+        1,
+        "no request reached the upstream untrusted"
+    );
     weir.shutdown().await;
 }
 
@@ -245,14 +264,20 @@ async fn tls_listener_serves_https() {
     let stream = tls_connect(&client_tls(&ca, None, &[b"http/1.1"]), &weir)
         .await
         .expect("TLS handshake with weir");
-    let response = h1_over(stream, "/echo/v1/models").await.expect("request over TLS");
+    let response = h1_over(stream, "/echo/v1/models")
+        .await
+        .expect("request over TLS");
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-weir-upstream"], "echo");
     assert_eq!(body_string(response).await, "proto=https");
     assert_eq!(upstream.hits(), 1);
 
     // Plain HTTP on the TLS port gets nowhere near the upstream.
-    let plain = tokio::time::timeout(PATIENCE, client().request(get(&weir.url("/echo/v1/models")))).await;
+    let plain = tokio::time::timeout(
+        PATIENCE,
+        client().request(get(&weir.url("/echo/v1/models"))),
+    )
+    .await;
     assert!(
         !matches!(plain, Ok(Ok(ref r)) if r.status() == 200),
         "plain HTTP must not be served on a TLS listener"
@@ -297,10 +322,15 @@ async fn mtls_listener_rejects_a_client_without_a_certificate() {
 
     // A certificate signed by `client_ca` is let in.
     let identity = client_ca.issue("app", &[], ExtendedKeyUsagePurpose::ClientAuth);
-    let stream = tls_connect(&client_tls(&server_ca, Some(&identity), &[b"http/1.1"]), &weir)
+    let stream = tls_connect(
+        &client_tls(&server_ca, Some(&identity), &[b"http/1.1"]),
+        &weir,
+    )
+    .await
+    .expect("mTLS handshake with weir");
+    let response = h1_over(stream, "/echo/v1/models")
         .await
-        .expect("mTLS handshake with weir");
-    let response = h1_over(stream, "/echo/v1/models").await.expect("request over mTLS");
+        .expect("request over mTLS");
     assert_eq!(response.status(), 200);
     assert_eq!(body_string(response).await, "proto=https");
     assert_eq!(upstream.hits(), 1);
@@ -318,7 +348,11 @@ async fn h2_over_tls_via_alpn() {
     let stream = tls_connect(&client_tls(&ca, None, &[b"h2", b"http/1.1"]), &weir)
         .await
         .expect("TLS handshake with weir");
-    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]), "weir picks h2");
+    assert_eq!(
+        stream.get_ref().1.alpn_protocol(),
+        Some(&b"h2"[..]),
+        "weir picks h2"
+    );
     let (mut sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
@@ -326,9 +360,12 @@ async fn h2_over_tls_via_alpn() {
     tokio::spawn(connection);
 
     for _ in 0..2 {
-        let request = Request::get(format!("https://localhost:{}/echo/v1/models", weir.proxy.port()))
-            .body(Full::<Bytes>::default())
-            .unwrap();
+        let request = Request::get(format!(
+            "https://localhost:{}/echo/v1/models",
+            weir.proxy.port()
+        ))
+        .body(Full::<Bytes>::default())
+        .unwrap();
         let response = tokio::time::timeout(PATIENCE, sender.send_request(request))
             .await
             .expect("weir answers in time")

@@ -170,7 +170,10 @@ pub async fn body_json(response: Response<Incoming>) -> serde_json::Value {
 /// The next data frame of a streamed body, or `None` at its end.
 pub async fn next_chunk(body: &mut Incoming) -> Option<Result<Bytes, hyper::Error>> {
     loop {
-        match tokio::time::timeout(PATIENCE, body.frame()).await.expect("a frame arrives in time")? {
+        match tokio::time::timeout(PATIENCE, body.frame())
+            .await
+            .expect("a frame arrives in time")?
+        {
             Ok(frame) => match frame.into_data() {
                 // HTTP/2 may end a stream with an empty DATA frame.
                 Ok(data) if data.is_empty() => continue,
@@ -186,7 +189,10 @@ pub async fn next_chunk(body: &mut Incoming) -> Option<Result<Bytes, hyper::Erro
 pub async fn eventually<F: FnMut() -> bool>(what: &str, mut condition: F) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -52,8 +52,11 @@ pub fn sse_body() -> (mpsc::Sender<Bytes>, Response<TestBody>) {
     (tx, response)
 }
 
-type Handler =
-    Arc<dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<TestBody>> + Send>> + Send + Sync>;
+type Handler = Arc<
+    dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<TestBody>> + Send>>
+        + Send
+        + Sync,
+>;
 
 pub struct MockUpstream {
     pub addr: SocketAddr,
@@ -78,7 +81,11 @@ impl MockUpstream {
         F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Response<TestBody>> + Send + 'static,
     {
-        Self::start_with(handler, Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls)))).await
+        Self::start_with(
+            handler,
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls))),
+        )
+        .await
     }
 
     async fn start_with<F, Fut>(handler: F, tls: Option<tokio_rustls::TlsAcceptor>) -> Self
@@ -95,10 +102,13 @@ impl MockUpstream {
         let (h, c, o) = (hits.clone(), connections.clone(), open.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 c.fetch_add(1, Ordering::SeqCst);
                 o.fetch_add(1, Ordering::SeqCst);
-                let (handler, hits, open, tls) = (handler.clone(), h.clone(), o.clone(), tls.clone());
+                let (handler, hits, open, tls) =
+                    (handler.clone(), h.clone(), o.clone(), tls.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |request| {
                         hits.fetch_add(1, Ordering::SeqCst);
@@ -108,11 +118,15 @@ impl MockUpstream {
                     let builder = auto::Builder::new(TokioExecutor::new());
                     match tls {
                         None => {
-                            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
                         }
                         Some(acceptor) => {
                             if let Ok(stream) = acceptor.accept(stream).await {
-                                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                                let _ = builder
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await;
                             }
                         }
                     }
