@@ -11,6 +11,7 @@ pub mod admin;
 pub mod config;
 pub mod metrics;
 pub mod proxy;
+pub mod resilience;
 mod server;
 pub mod tls;
 pub mod upstream;
