@@ -39,7 +39,9 @@ impl<'a> Problems<'a> {
         });
     }
 
-    pub(super) fn into_vec(self) -> Vec<Problem> {
+    /// The problems in file order (problems without a line first).
+    pub(super) fn into_vec(mut self) -> Vec<Problem> {
+        self.list.sort_by_key(|p| p.line);
         self.list
     }
 }
@@ -145,19 +147,7 @@ fn typed<T: DeserializeOwned>(
         Err(e) => e,
     };
     let mut found = Vec::new();
-    if let Value::Mapping(map) = value {
-        if map.len() > 1 {
-            for (k, v) in map {
-                let mut single = Mapping::new();
-                single.insert(k.clone(), v.clone());
-                if let Err(e) = serde_path_to_error::deserialize::<_, T>(&Value::Mapping(single)) {
-                    if !is_missing_field(&e) {
-                        found.push(e);
-                    }
-                }
-            }
-        }
-    }
+    isolate::<T>(value, &|v| v, &mut found);
     if found.is_empty() || is_missing_field(&first) {
         found.insert(0, first);
     }
@@ -166,6 +156,39 @@ fn typed<T: DeserializeOwned>(
         problems.push(&path, message);
     }
     None
+}
+
+type DeError = serde_path_to_error::Error<serde_norway::Error>;
+
+/// Deserializes each key of the mapping `value` on its own, put back into
+/// its parents by `wrap`, and recurses into a nested block that still fails
+/// alone, so that two wrong fields in one block are both found.
+fn isolate<T: DeserializeOwned>(
+    value: &Value,
+    wrap: &dyn Fn(Value) -> Value,
+    found: &mut Vec<DeError>,
+) {
+    let Value::Mapping(map) = value else { return };
+    if map.len() < 2 {
+        return;
+    }
+    for (k, v) in map {
+        let single = |inner: Value| {
+            let mut m = Mapping::new();
+            m.insert(k.clone(), inner);
+            wrap(Value::Mapping(m))
+        };
+        match serde_path_to_error::deserialize::<_, T>(&single(v.clone())) {
+            Err(e) if !is_missing_field(&e) => {
+                let before = found.len();
+                isolate::<T>(v, &single, found);
+                if found.len() == before {
+                    found.push(e);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 fn is_missing_field(e: &serde_path_to_error::Error<serde_norway::Error>) -> bool {
@@ -187,10 +210,20 @@ fn describe(
         }
     }
     let message = e.inner().to_string();
-    // Point an unknown field's message at the field itself.
-    if let Some(rest) = message.strip_prefix("unknown field `") {
+    // Point a missing field's message at the field itself.
+    if let Some(rest) = message.strip_prefix("missing field `") {
         if let Some(end) = rest.find('`') {
             path.push(rest[..end].to_owned());
+        }
+    }
+    // Point an unknown field's message at the field itself (once: the
+    // error's own path may already end with it).
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        if let Some(end) = rest.find('`') {
+            let field = &rest[..end];
+            if path.last().map(String::as_str) != Some(field) {
+                path.push(field.to_owned());
+            }
         }
     }
     (path, message)
