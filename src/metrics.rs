@@ -126,6 +126,7 @@ pub struct Metrics {
     queue_wait: HistogramVec,
     attempts: IntCounterVec,
     retries: IntCounterVec,
+    budget_exhausted: IntCounterVec,
     rejected: IntCounterVec,
     circuit_state: IntGaugeVec,
     circuit_transitions: IntCounterVec,
@@ -220,6 +221,11 @@ impl Metrics {
                 "Retries by the failure that caused them.",
                 &["upstream", "reason"],
             ),
+            budget_exhausted: counter(
+                "weir_retry_budget_exhausted_total",
+                "Retries not made because the retry budget was spent.",
+                &["upstream"],
+            ),
             rejected: counter(
                 "weir_rejected_total",
                 "Requests weir refused itself, by reason.",
@@ -279,6 +285,7 @@ impl Metrics {
             in_flight: self.in_flight.with_label_values(&one),
             queue_depth: self.queue_depth.with_label_values(&one),
             connections_opened: self.connections_opened.with_label_values(&one),
+            retry_budget_exhausted: self.budget_exhausted.with_label_values(&one),
             circuit_state,
         }
     }
@@ -332,6 +339,7 @@ pub struct UpstreamMetrics {
     pub in_flight: IntGauge,
     pub queue_depth: IntGauge,
     pub connections_opened: IntCounter,
+    pub retry_budget_exhausted: IntCounter,
     pub circuit_state: IntGauge,
 }
 

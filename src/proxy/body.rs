@@ -185,10 +185,15 @@ impl HttpBody for Streaming {
     }
 }
 
-/// The body weir sends upstream: the client's stream, or bytes it holds.
+/// The body weir sends upstream: the client's stream, bytes it holds, or
+/// bytes it read ahead followed by the rest of the stream.
 pub enum RequestBody {
     Incoming(Incoming),
     Full(Option<Bytes>),
+    Prefixed {
+        prefix: Option<Bytes>,
+        rest: Incoming,
+    },
 }
 
 impl HttpBody for RequestBody {
@@ -202,6 +207,10 @@ impl HttpBody for RequestBody {
         match self.get_mut() {
             RequestBody::Incoming(b) => Pin::new(b).poll_frame(cx),
             RequestBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            RequestBody::Prefixed { prefix, rest } => match prefix.take() {
+                Some(d) => Poll::Ready(Some(Ok(Frame::data(d)))),
+                None => Pin::new(rest).poll_frame(cx),
+            },
         }
     }
 
@@ -209,6 +218,7 @@ impl HttpBody for RequestBody {
         match self {
             RequestBody::Incoming(b) => b.is_end_stream(),
             RequestBody::Full(data) => data.is_none(),
+            RequestBody::Prefixed { prefix, rest } => prefix.is_none() && rest.is_end_stream(),
         }
     }
 
@@ -217,6 +227,16 @@ impl HttpBody for RequestBody {
             RequestBody::Incoming(b) => b.size_hint(),
             RequestBody::Full(data) => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            RequestBody::Prefixed { prefix, rest } => {
+                let held = prefix.as_ref().map_or(0, |d| d.len() as u64);
+                let rest = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + held);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + held);
+                }
+                hint
             }
         }
     }

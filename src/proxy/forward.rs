@@ -1,42 +1,121 @@
-//! Phase 3, forward: one request to its upstream and the answer back.
+//! Phases 2 and 3, admit and forward: one request through its upstream's
+//! policies, with retries, and on to the `fallback` when the upstream is open
+//! or exhausted.
+//!
+//! Per upstream, in order: the request rate limit (`429 rate_limited`), then
+//! for each attempt the circuit breaker (`503 circuit_open`), the bulkhead
+//! (`503 overloaded` / `queue_timeout`), and the attempt itself under
+//! `timeouts.first_byte`. A failure in `retry.on` is retried after a full
+//! jitter backoff (or the wait the upstream demands) while attempts, the
+//! retry budget, the request's `timeouts.total` and a replayable body last.
+//! Retries happen only before anything went to the client.
 
 use std::error::Error as _;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, Uri, Version};
+use http::request::Parts;
+use http::{Request, Response, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::body::{Body, RequestBody, Streaming};
-use super::headers::{self, X_FORWARDED_PROTO, X_REQUEST_ID, X_WEIR_ATTEMPTS, X_WEIR_UPSTREAM};
-use super::{ClientConn, ProxyError, Record, Reject};
+use super::body::{Body, Streaming};
+use super::headers::{
+    self, X_FORWARDED_PROTO, X_REQUEST_ID, X_SHOULD_RETRY, X_WEIR_ATTEMPTS, X_WEIR_UPSTREAM,
+};
+use super::replay::Replay;
+use super::{ClientConn, ProxyError, Record, Reject, Snapshot};
+use crate::config::RetryOn;
 use crate::metrics::{AttemptResult, Outcome};
-use crate::upstream::Upstream;
+use crate::resilience::backoff::demanded_wait;
+use crate::resilience::breaker::{Admission, Outcome as BreakerOutcome, Permit};
+use crate::resilience::bulkhead::Refusal;
+use crate::upstream::{Place, Upstream};
+
+/// A 429 body is read (to tell quota from rate) only up to this size.
+const QUOTA_PEEK_LIMIT: u64 = 64 * 1024;
+
+/// What one upstream made of the request.
+enum Answer {
+    /// The upstream's response, streamed to the client.
+    Upstream(Response<Incoming>, Place),
+    /// The upstream's response, already read whole.
+    Buffered(http::response::Parts, Bytes),
+    /// weir's own answer.
+    Weir(ProxyError),
+}
+
+enum Step {
+    /// Goes to the client as it is.
+    Final(Answer),
+    /// The upstream is open or its attempts are spent on retryable failures:
+    /// a fallback may take over, else this goes to the client.
+    Exhausted(Answer),
+}
 
 pub(super) async fn forward(
-    upstream: &Arc<Upstream>,
-    target: Result<Uri, http::Error>,
+    snapshot: &Snapshot,
+    primary: &Arc<Upstream>,
+    prefix_len: usize,
     request: Request<Incoming>,
     conn: ClientConn,
     mut record: Record,
 ) -> Response<Body> {
-    let policy = &upstream.policy;
-    let deadline = record.started() + policy.timeouts.total;
-    let target = match target {
-        Ok(uri) => uri,
-        Err(e) => {
-            // The client's path was valid for it but not joined to the base path.
-            let error = ProxyError::new(
-                Reject::NoRoute,
-                format!("cannot build the upstream URL: {e}"),
-            );
-            return reject(upstream, error, record);
-        }
+    let (mut parts, body) = request.into_parts();
+    prepare_headers(&mut parts, conn, &record);
+    let tenant = tenant_of(&parts.headers, primary);
+    let wants_replay = primary.policy.retry.attempts > 1 || primary.policy.fallback.is_some();
+    let mut body = match Replay::new(body, &parts.headers, wants_replay).await {
+        Ok(body) => body,
+        Err(e) => return client_body_failed(primary, e, record),
     };
 
-    let (mut parts, body) = request.into_parts();
-    parts.uri = target;
+    let mut current = primary.clone();
+    let mut visited = 1;
+    loop {
+        let step = try_upstream(
+            &current,
+            prefix_len,
+            &parts,
+            &mut body,
+            &mut record,
+            &tenant,
+        )
+        .await;
+        let (answer, exhausted) = match step {
+            Step::Final(answer) => (answer, false),
+            Step::Exhausted(answer) => (answer, true),
+        };
+        if exhausted && body.available() && visited <= snapshot.router.len() {
+            if let Some(next) = current
+                .policy
+                .fallback
+                .as_deref()
+                .and_then(|name| snapshot.router.upstream(name))
+            {
+                count_rejection(&current, &answer);
+                tracing::info!(
+                    request_id = record.request_id().to_str().unwrap_or("-"),
+                    from = %current.name,
+                    to = %next.name,
+                    "falling back"
+                );
+                current = next.clone();
+                record.set_upstream(current.metrics.clone(), current.name.clone());
+                visited += 1;
+                continue;
+            }
+        }
+        return finish(&current, answer, exhausted, record);
+    }
+}
+
+/// Header work done once per request, whatever the upstream.
+fn prepare_headers(parts: &mut Parts, conn: ClientConn, record: &Record) {
     parts.version = Version::HTTP_11;
     let h = &mut parts.headers;
     headers::strip_hop_by_hop(h);
@@ -47,93 +126,414 @@ pub(super) async fn forward(
         HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
     );
     h.insert(X_REQUEST_ID, record.request_id().clone());
-    for (name, value) in &policy.headers.0 {
-        h.insert(name.clone(), value.clone());
-    }
-    let upstream_request = Request::from_parts(parts, RequestBody::Incoming(body));
-
-    record.add_attempt();
-    let sent = Instant::now();
-    let wait = policy
-        .timeouts
-        .first_byte
-        .min(deadline.saturating_duration_since(sent));
-    let result = tokio::time::timeout(wait, upstream.client.request(upstream_request)).await;
-    let answered = Instant::now();
-    let m = &upstream.metrics;
-    let response = match result {
-        Ok(Ok(response)) => response,
-        Ok(Err(e)) => {
-            let connect = e.is_connect();
-            m.attempt(AttemptResult::Connect).inc();
-            let detail = error_chain(&e);
-            let message = if connect {
-                format!("cannot connect to upstream `{}`: {detail}", upstream.name)
-            } else {
-                format!(
-                    "upstream `{}` closed the connection before answering: {detail}",
-                    upstream.name
-                )
-            };
-            tracing::warn!(request_id = record.request_id().to_str().unwrap_or("-"), upstream = %upstream.name, error = %detail, "upstream request failed");
-            return reject(
-                upstream,
-                ProxyError::new(Reject::UpstreamConnect, message),
-                record,
-            );
-        }
-        Err(_) => {
-            m.attempt(AttemptResult::Timeout).inc();
-            let message = format!(
-                "upstream `{}` sent no response headers within {:?}",
-                upstream.name, wait
-            );
-            tracing::warn!(request_id = record.request_id().to_str().unwrap_or("-"), upstream = %upstream.name, "upstream timed out before the first byte");
-            return reject(
-                upstream,
-                ProxyError::new(Reject::UpstreamTimeout, message),
-                record,
-            );
-        }
-    };
-    let status = response.status().as_u16();
-    m.attempt(AttemptResult::Status(status)).inc();
-    m.first_byte
-        .observe(answered.duration_since(sent).as_secs_f64());
-    record.set_status(status);
-
-    let (mut parts, body) = response.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers);
-    stamp(&mut parts.headers, upstream, &record);
-    let started = record.started();
-    let body = Streaming::new(body, policy.timeouts.idle, deadline, record);
-    let response = Response::from_parts(parts, Body::Upstream { inner: body });
-    // Time in weir itself: before the attempt was sent, and after its
-    // headers came back until the response is handed to hyper.
-    let overhead = sent.duration_since(started) + answered.elapsed();
-    m.overhead.observe(overhead.as_secs_f64());
-    response
 }
 
-/// weir's own answer for a failed or refused request.
-fn reject(upstream: &Upstream, error: ProxyError, mut record: Record) -> Response<Body> {
-    let reason = error.reason;
-    upstream.metrics.rejected(reason).inc();
-    record.set_status(reason.status().as_u16());
-    record.finish(match reason.side() {
-        super::Side::Upstream => Outcome::UpstreamError,
-        _ => Outcome::Rejected,
+/// The tenant a request is charged to: the `accounting.tenant_header` value,
+/// else `unknown`.
+fn tenant_of(headers: &http::HeaderMap, upstream: &Upstream) -> String {
+    headers
+        .get(&upstream.policy.accounting.tenant_header)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .unwrap_or("unknown")
+        .to_owned()
+}
+
+async fn try_upstream(
+    up: &Arc<Upstream>,
+    prefix_len: usize,
+    parts: &Parts,
+    body: &mut Replay,
+    record: &mut Record,
+    tenant: &str,
+) -> Step {
+    let policy = &up.policy;
+    let m = &up.metrics;
+    let state = &up.state;
+    let deadline = record.started() + policy.timeouts.total;
+    let now = Instant::now();
+    if let Err(wait) = state.limit_request(tenant, now) {
+        let mut error = ProxyError::new(
+            Reject::RateLimited,
+            format!("rate limit of upstream `{}` reached", up.name),
+        );
+        error.retry_after = Some(wait);
+        return Step::Final(Answer::Weir(error));
+    }
+    state.deposit(now);
+    let rest = parts.uri.path().get(prefix_len..).unwrap_or("");
+    let uri = match up.target(rest, parts.uri.query()) {
+        Ok(uri) => uri,
+        Err(e) => {
+            return Step::Final(Answer::Weir(ProxyError::new(
+                Reject::NoRoute,
+                format!("cannot build the upstream URL: {e}"),
+            )))
+        }
+    };
+
+    let mut tries: u32 = 0;
+    loop {
+        tries += 1;
+        let permit = match state.admit(&up.name, m, Instant::now()) {
+            Admission::Allow(permit) => permit,
+            Admission::Reject { retry_after } => {
+                let mut error = ProxyError::new(
+                    Reject::CircuitOpen,
+                    format!("circuit breaker of upstream `{}` is open", up.name),
+                );
+                error.retry_after = Some(retry_after);
+                return Step::Exhausted(Answer::Weir(error));
+            }
+        };
+        let ticket = Ticket {
+            up,
+            permit: Some(permit),
+        };
+        let place = match enter(up).await {
+            Ok(place) => place,
+            Err(error) => return Step::Exhausted(Answer::Weir(error)),
+        };
+        let Some(request_body) = body.take() else {
+            // Unreachable by construction: no retry is started without a body.
+            return Step::Final(Answer::Weir(ProxyError::new(
+                Reject::UpstreamConnect,
+                "the request body was already sent and cannot be replayed",
+            )));
+        };
+        let mut request = Request::new(request_body);
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() = uri.clone();
+        *request.version_mut() = Version::HTTP_11;
+        let h = request.headers_mut();
+        *h = parts.headers.clone();
+        for (name, value) in &policy.headers.0 {
+            h.insert(name.clone(), value.clone());
+        }
+
+        record.add_attempt();
+        let sent = Instant::now();
+        let wait = policy
+            .timeouts
+            .first_byte
+            .min(deadline.saturating_duration_since(sent));
+        let result = tokio::time::timeout(wait, up.client.request(request)).await;
+        let answered = Instant::now();
+        let (kind, failure) = match result {
+            Ok(Ok(response)) => {
+                let status = response.status().as_u16();
+                m.attempt(AttemptResult::Status(status)).inc();
+                m.first_byte
+                    .observe(answered.duration_since(sent).as_secs_f64());
+                if !policy.retry.on.contains(&RetryOn::Status(status)) {
+                    ticket.record(BreakerOutcome::Success);
+                    let overhead = sent.duration_since(record.started());
+                    m.overhead.observe(overhead.as_secs_f64());
+                    return Step::Final(Answer::Upstream(response, place));
+                }
+                // 429 is a failure for retry, not for the breaker.
+                ticket.record(if status == 429 {
+                    BreakerOutcome::Ignored
+                } else {
+                    BreakerOutcome::Failure
+                });
+                (
+                    AttemptResult::Status(status),
+                    Answer::Upstream(response, place),
+                )
+            }
+            Ok(Err(e)) => {
+                ticket.record(BreakerOutcome::Failure);
+                m.attempt(AttemptResult::Connect).inc();
+                let detail = error_chain(&e);
+                tracing::warn!(
+                    request_id = record.request_id().to_str().unwrap_or("-"),
+                    upstream = %up.name,
+                    attempt = tries,
+                    error = %detail,
+                    "upstream attempt failed"
+                );
+                let message = if e.is_connect() {
+                    format!("cannot connect to upstream `{}`: {detail}", up.name)
+                } else {
+                    format!(
+                        "upstream `{}` closed the connection before answering: {detail}",
+                        up.name
+                    )
+                };
+                drop(place);
+                (
+                    AttemptResult::Connect,
+                    Answer::Weir(ProxyError::new(Reject::UpstreamConnect, message)),
+                )
+            }
+            Err(_) => {
+                ticket.record(BreakerOutcome::Failure);
+                m.attempt(AttemptResult::Timeout).inc();
+                tracing::warn!(
+                    request_id = record.request_id().to_str().unwrap_or("-"),
+                    upstream = %up.name,
+                    attempt = tries,
+                    "upstream sent no response headers in time"
+                );
+                drop(place);
+                let message = format!(
+                    "upstream `{}` sent no response headers within {wait:?}",
+                    up.name
+                );
+                (
+                    AttemptResult::Timeout,
+                    Answer::Weir(ProxyError::new(Reject::UpstreamTimeout, message)),
+                )
+            }
+        };
+
+        let listed = match kind {
+            AttemptResult::Connect => policy.retry.on.contains(&RetryOn::Connect),
+            AttemptResult::Timeout => policy.retry.on.contains(&RetryOn::Timeout),
+            AttemptResult::Status(_) => true,
+        };
+        if !listed {
+            return Step::Final(failure);
+        }
+        let mut failure = failure;
+        let mut wait = up.backoff.delay(tries - 1, fastrand::f64());
+        if let Answer::Upstream(response, _) = &failure {
+            if response.status() == http::StatusCode::TOO_MANY_REQUESTS {
+                let (quota, answer) = peek_quota(failure, policy.timeouts.idle).await;
+                if quota {
+                    // Out of quota, not rate: waiting will not help.
+                    return Step::Final(answer);
+                }
+                failure = answer;
+            }
+        }
+        if policy.retry.respect_retry_after {
+            let demanded = match &failure {
+                Answer::Upstream(response, _) => {
+                    demanded_wait(response.headers(), SystemTime::now())
+                }
+                Answer::Buffered(parts, _) => demanded_wait(&parts.headers, SystemTime::now()),
+                Answer::Weir(_) => None,
+            };
+            if let Some(demanded) = demanded {
+                if demanded > policy.retry.backoff.max {
+                    // A longer wait than we would ever wait: the client decides.
+                    return Step::Final(failure);
+                }
+                wait = demanded;
+            }
+        }
+        if tries >= policy.retry.attempts || !body.available() || Instant::now() + wait >= deadline
+        {
+            return Step::Exhausted(failure);
+        }
+        if !state.withdraw_retry(Instant::now()) {
+            m.retry_budget_exhausted.inc();
+            tracing::debug!(upstream = %up.name, "retry budget spent");
+            return Step::Exhausted(failure);
+        }
+        m.retry(kind).inc();
+        // Free the connection and the place before waiting.
+        drop(failure);
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// A place in the upstream's bulkhead, queueing if needed.
+async fn enter(up: &Upstream) -> Result<Place, ProxyError> {
+    let m = &up.metrics;
+    if let Some(permit) = up.state.bulkhead.try_enter() {
+        return Ok(Place::new(permit, &m.in_flight));
+    }
+    let queued = Instant::now();
+    let waited = {
+        // Leaves the gauge when the wait ends or the client goes away.
+        let _depth = GaugeGuard::inc(&m.queue_depth);
+        up.state.bulkhead.wait().await
+    };
+    m.queue_wait.observe(queued.elapsed().as_secs_f64());
+    match waited {
+        Ok(permit) => Ok(Place::new(permit, &m.in_flight)),
+        Err(Refusal::Overloaded) => Err(ProxyError::new(
+            Reject::Overloaded,
+            format!(
+                "upstream `{}` is at its concurrency limit and its queue is full",
+                up.name
+            ),
+        )),
+        Err(Refusal::QueueTimeout) => Err(ProxyError::new(
+            Reject::QueueTimeout,
+            format!(
+                "waited {:?} for a place at upstream `{}`",
+                up.policy.concurrency.queue_timeout, up.name
+            ),
+        )),
+    }
+}
+
+/// Increments a gauge now and decrements it when dropped.
+struct GaugeGuard<'a>(&'a prometheus::IntGauge);
+
+impl<'a> GaugeGuard<'a> {
+    fn inc(gauge: &'a prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Records the breaker result exactly once; a request dropped mid-attempt
+/// (the client left) frees its half-open trial slot.
+struct Ticket<'a> {
+    up: &'a Upstream,
+    permit: Option<Permit>,
+}
+
+impl Ticket<'_> {
+    fn record(mut self, outcome: BreakerOutcome) {
+        if let Some(permit) = self.permit.take() {
+            let up = self.up;
+            up.state
+                .record(&up.name, &up.metrics, permit, outcome, Instant::now());
+        }
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            let up = self.up;
+            up.state.record(
+                &up.name,
+                &up.metrics,
+                permit,
+                BreakerOutcome::Ignored,
+                Instant::now(),
+            );
+        }
+    }
+}
+
+/// Reads a small 429 body to tell `insufficient_quota` (never retried) from
+/// a rate limit. Returns the answer with its body read, if it was.
+async fn peek_quota(answer: Answer, idle: Duration) -> (bool, Answer) {
+    let Answer::Upstream(response, place) = answer else {
+        return (false, answer);
+    };
+    let small = response
+        .body()
+        .size_hint()
+        .upper()
+        .is_some_and(|n| n <= QUOTA_PEEK_LIMIT);
+    if !small {
+        return (false, Answer::Upstream(response, place));
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = match tokio::time::timeout(idle, body.collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        // Unreadable: treat as an empty rate-limit answer.
+        _ => Bytes::new(),
+    };
+    drop(place);
+    let quota = serde_json::from_slice::<serde_json::Value>(&bytes).is_ok_and(|json| {
+        let error = &json["error"];
+        error["code"] == "insufficient_quota" || error["type"] == "insufficient_quota"
     });
-    let mut response = error.into_response();
-    stamp(response.headers_mut(), upstream, &record);
+    (quota, Answer::Buffered(parts, bytes))
+}
+
+fn count_rejection(up: &Upstream, answer: &Answer) {
+    if let Answer::Weir(error) = answer {
+        up.metrics.rejected(error.reason).inc();
+    }
+}
+
+/// Turns an answer into the client's response, stamped with the headers
+/// every response carries.
+fn finish(
+    up: &Arc<Upstream>,
+    answer: Answer,
+    exhausted: bool,
+    mut record: Record,
+) -> Response<Body> {
+    count_rejection(up, &answer);
+    let gave_up = exhausted && record.attempts() > 1;
+    match answer {
+        Answer::Upstream(response, place) => {
+            record.set_status(response.status().as_u16());
+            record.hold(place);
+            let answered = Instant::now();
+            let (mut parts, body) = response.into_parts();
+            headers::strip_hop_by_hop(&mut parts.headers);
+            stamp(&mut parts.headers, up, &record, gave_up);
+            let deadline = record.started() + up.policy.timeouts.total;
+            let body = Streaming::new(body, up.policy.timeouts.idle, deadline, record);
+            up.metrics
+                .overhead
+                .observe(answered.elapsed().as_secs_f64());
+            Response::from_parts(parts, Body::Upstream { inner: body })
+        }
+        Answer::Buffered(mut parts, bytes) => {
+            let status = parts.status.as_u16();
+            record.set_status(status);
+            record.finish(Outcome::for_status(status));
+            headers::strip_hop_by_hop(&mut parts.headers);
+            stamp(&mut parts.headers, up, &record, gave_up);
+            Response::from_parts(parts, Body::full(bytes))
+        }
+        Answer::Weir(error) => {
+            let reason = error.reason;
+            record.set_status(reason.status().as_u16());
+            record.finish(match reason.side() {
+                super::Side::Upstream => Outcome::UpstreamError,
+                _ => Outcome::Rejected,
+            });
+            let mut response = error.into_response();
+            let upstream_failure = reason.side() == super::Side::Upstream;
+            stamp(
+                response.headers_mut(),
+                up,
+                &record,
+                upstream_failure && record.attempts() > 1,
+            );
+            response
+        }
+    }
+}
+
+fn client_body_failed(up: &Arc<Upstream>, e: hyper::Error, mut record: Record) -> Response<Body> {
+    record.set_status(400);
+    record.finish(Outcome::Cancelled);
+    let body = serde_json::json!({"error": {
+        "message": format!("reading the request body failed: {e}"),
+        "type": "invalid_request_error",
+        "code": "bad_request_body",
+    }});
+    let mut response = Response::new(Body::full(Bytes::from(body.to_string())));
+    *response.status_mut() = http::StatusCode::BAD_REQUEST;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    stamp(response.headers_mut(), up, &record, false);
     response
 }
 
 /// The headers every response carries.
-fn stamp(headers: &mut http::HeaderMap, upstream: &Upstream, record: &Record) {
-    headers.insert(X_WEIR_UPSTREAM, upstream.name_header.clone());
+fn stamp(headers: &mut http::HeaderMap, up: &Upstream, record: &Record, gave_up: bool) {
+    headers.insert(X_WEIR_UPSTREAM, up.name_header.clone());
     headers.insert(X_WEIR_ATTEMPTS, attempts_value(record.attempts()));
     headers.insert(X_REQUEST_ID, record.request_id().clone());
+    if gave_up {
+        // weir already retried: SDKs must not multiply its attempts.
+        headers.insert(X_SHOULD_RETRY, HeaderValue::from_static("false"));
+    }
 }
 
 fn attempts_value(n: u32) -> HeaderValue {

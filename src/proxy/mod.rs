@@ -19,6 +19,7 @@ mod error;
 mod forward;
 pub mod headers;
 mod record;
+mod replay;
 pub mod route;
 
 use std::convert::Infallible;
@@ -96,6 +97,6 @@ pub async fn handle(
         started,
         request_id,
     );
-    let target = upstream.target(rest, request.uri().query());
-    Ok(forward::forward(upstream, target, request, conn, record).await)
+    let prefix_len = request.uri().path().len() - rest.len();
+    Ok(forward::forward(&snapshot, upstream, prefix_len, request, conn, record).await)
 }

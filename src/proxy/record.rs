@@ -11,6 +11,7 @@ use http::HeaderValue;
 use tokio::time::Instant;
 
 use crate::metrics::{Outcome, UpstreamMetrics};
+use crate::upstream::Place;
 
 pub struct Record {
     metrics: Arc<UpstreamMetrics>,
@@ -21,6 +22,8 @@ pub struct Record {
     attempts: u32,
     bytes: u64,
     outcome: Option<Outcome>,
+    /// The bulkhead place of the attempt that answered, held to the end.
+    place: Option<Place>,
 }
 
 /// The code label of a request that ended before any status was sent,
@@ -45,7 +48,6 @@ impl Record {
         started: Instant,
         request_id: HeaderValue,
     ) -> Self {
-        metrics.in_flight.inc();
         Self {
             metrics,
             upstream,
@@ -55,7 +57,19 @@ impl Record {
             attempts: 0,
             bytes: 0,
             outcome: None,
+            place: None,
         }
+    }
+
+    /// Counts the request under the upstream that answers it (a fallback).
+    pub fn set_upstream(&mut self, metrics: Arc<UpstreamMetrics>, upstream: Arc<str>) {
+        self.metrics = metrics;
+        self.upstream = upstream;
+    }
+
+    /// Keeps the bulkhead place until the request ends.
+    pub fn hold(&mut self, place: Place) {
+        self.place = Some(place);
     }
 
     pub fn status(&self) -> u16 {
@@ -106,8 +120,8 @@ impl Record {
 
 impl Drop for Record {
     fn drop(&mut self) {
+        self.place.take();
         let m = &self.metrics;
-        m.in_flight.dec();
         let outcome = self.outcome.unwrap_or(Outcome::Cancelled);
         let code = if self.status == 0 {
             CLIENT_CLOSED

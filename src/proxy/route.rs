@@ -31,6 +31,22 @@ impl Router {
         })
     }
 
+    /// An upstream by name (fallbacks; not on the common path).
+    pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.routes
+            .iter()
+            .map(|(_, u)| u)
+            .find(|u| &*u.name == name)
+    }
+
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
     pub fn upstreams(&self) -> impl Iterator<Item = &Arc<Upstream>> {
         self.routes.iter().map(|(_, u)| u)
     }

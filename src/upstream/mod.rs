@@ -3,6 +3,7 @@
 
 mod client;
 mod registry;
+mod state;
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 pub use client::{Connector, UpstreamClient};
 pub use registry::{Changes, UpstreamRegistry};
+pub use state::{Place, UpstreamState};
 
 use crate::config::{Scheme, UpstreamPolicy};
 use crate::metrics::{Metrics, UpstreamMetrics};
@@ -25,6 +27,9 @@ pub struct Upstream {
     pub name_header: HeaderValue,
     /// Short hash of the upstream's effective policy, shown in `/upstreams`.
     pub hash: String,
+    /// Breaker, budget, bulkhead, limiter.
+    pub state: Arc<UpstreamState>,
+    pub backoff: crate::resilience::backoff::Backoff,
     scheme: UriScheme,
 }
 
@@ -34,7 +39,16 @@ impl Upstream {
         let client = client::build(&policy, upstream_metrics.connections_opened.clone())?;
         let name_header = HeaderValue::from_str(&policy.name)
             .map_err(|_| format!("upstream name {:?} is not a header value", policy.name))?;
+        let state = Arc::new(UpstreamState::try_new(&policy)?);
+        upstream_metrics
+            .circuit_state
+            .set(state.breaker_state().gauge());
         Ok(Self {
+            backoff: crate::resilience::backoff::Backoff::new(
+                policy.retry.backoff.base,
+                policy.retry.backoff.max,
+            ),
+            state,
             name: policy.name.as_str().into(),
             hash: policy_hash(&policy),
             scheme: match policy.url.scheme {

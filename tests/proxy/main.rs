@@ -4,11 +4,17 @@
 mod support;
 
 mod bodies;
+mod breaker;
+mod bulkhead;
 mod check;
+mod dashboards;
 mod disconnect;
 mod drain;
+mod fallback;
 mod headers;
 mod pooling;
+mod rate_limit;
+mod retry;
 mod routing;
 mod streaming;
 mod timeouts;

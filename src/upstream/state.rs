@@ -1,0 +1,156 @@
+//! One upstream's resilience state, behind short locks that are never held
+//! across an `.await`: the breaker, the retry budget, the bulkhead and the
+//! request rate limiter. Transitions are logged and counted here, so the
+//! primitives in `crate::resilience` stay pure.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use prometheus::IntGauge;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+
+use crate::config::{RateLimitKey, UpstreamPolicy};
+use crate::metrics::UpstreamMetrics;
+use crate::resilience::breaker::{self, Admission, CircuitBreaker, Permit, Transition};
+use crate::resilience::bucket::{KeyedBuckets, TokenBucket};
+use crate::resilience::budget::RetryBudget;
+use crate::resilience::bulkhead::Bulkhead;
+
+/// How many tenants get a bucket of their own before idle ones are evicted.
+const MAX_TENANT_BUCKETS: usize = 10_000;
+
+/// The window of the retry budget (Finagle's and linkerd's default).
+const BUDGET_WINDOW: Duration = Duration::from_secs(10);
+
+pub struct UpstreamState {
+    breaker: Mutex<CircuitBreaker>,
+    budget: Mutex<RetryBudget>,
+    pub bulkhead: Bulkhead,
+    limiter: Option<RequestLimiter>,
+}
+
+enum RequestLimiter {
+    Global(Mutex<TokenBucket>),
+    Tenant(Mutex<KeyedBuckets>),
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded state machines never panic mid-update; a poisoned lock
+    // still holds consistent state.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl UpstreamState {
+    pub fn try_new(policy: &UpstreamPolicy) -> Result<Self, String> {
+        let now = Instant::now();
+        let limiter = policy.rate_limit.as_ref().and_then(|rl| {
+            let rate = rl.requests_per_second?;
+            let burst = rl.burst.map_or(rate.ceil().max(1.0), f64::from);
+            Some(match rl.key {
+                RateLimitKey::Global => {
+                    RequestLimiter::Global(Mutex::new(TokenBucket::new(rate, burst, now)))
+                }
+                RateLimitKey::Tenant => RequestLimiter::Tenant(Mutex::new(KeyedBuckets::new(
+                    rate,
+                    burst,
+                    MAX_TENANT_BUCKETS,
+                ))),
+            })
+        });
+        let c = &policy.concurrency;
+        Ok(Self {
+            breaker: Mutex::new(CircuitBreaker::try_new(&policy.circuit_breaker, now)?),
+            budget: Mutex::new(RetryBudget::new(
+                policy.retry.budget.ratio,
+                policy.retry.budget.min_per_second,
+                BUDGET_WINDOW,
+                now,
+            )),
+            bulkhead: Bulkhead::new(c.max_in_flight, c.max_queue, c.queue_timeout),
+            limiter,
+        })
+    }
+
+    /// The request rate limit: `Err(wait)` when spent.
+    pub fn limit_request(&self, tenant: &str, now: Instant) -> Result<(), Duration> {
+        match &self.limiter {
+            None => Ok(()),
+            Some(RequestLimiter::Global(bucket)) => lock(bucket).try_withdraw(1.0, now),
+            Some(RequestLimiter::Tenant(buckets)) => lock(buckets).try_withdraw(tenant, 1.0, now),
+        }
+    }
+
+    pub fn deposit(&self, now: Instant) {
+        lock(&self.budget).deposit(now);
+    }
+
+    pub fn withdraw_retry(&self, now: Instant) -> bool {
+        lock(&self.budget).withdraw(now)
+    }
+
+    pub fn breaker_state(&self) -> breaker::State {
+        lock(&self.breaker).state()
+    }
+
+    pub fn admit(&self, name: &str, metrics: &UpstreamMetrics, now: Instant) -> Admission {
+        let (admission, transition) = lock(&self.breaker).admit(now);
+        if let Some(t) = transition {
+            report(name, metrics, t);
+        }
+        admission
+    }
+
+    pub fn record(
+        &self,
+        name: &str,
+        metrics: &UpstreamMetrics,
+        permit: Permit,
+        outcome: breaker::Outcome,
+        now: Instant,
+    ) {
+        let transition = lock(&self.breaker).record(permit, outcome, now);
+        if let Some(t) = transition {
+            report(name, metrics, t);
+        }
+    }
+}
+
+fn report(name: &str, metrics: &UpstreamMetrics, t: Transition) {
+    metrics.circuit_state.set(t.to.gauge());
+    metrics.circuit_transition(t.to.gauge() as usize).inc();
+    match t.to {
+        breaker::State::Open => {
+            tracing::warn!(upstream = name, from = t.from.as_str(), "circuit opened")
+        }
+        _ => tracing::info!(
+            upstream = name,
+            from = t.from.as_str(),
+            to = t.to.as_str(),
+            "circuit state changed"
+        ),
+    }
+}
+
+/// A place at the upstream (a bulkhead permit), counted in `weir_in_flight`
+/// for as long as it is held: until the response ends or is dropped.
+pub struct Place {
+    _permit: OwnedSemaphorePermit,
+    gauge: IntGauge,
+}
+
+impl Place {
+    pub fn new(permit: OwnedSemaphorePermit, gauge: &IntGauge) -> Self {
+        gauge.inc();
+        Self {
+            _permit: permit,
+            gauge: gauge.clone(),
+        }
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}

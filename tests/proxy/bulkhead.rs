@@ -1,0 +1,168 @@
+//! The bulkhead: at most `max_in_flight` at the upstream, a bounded queue
+//! with a timeout, shedding beyond; gauges that never drift; and a hanging
+//! upstream that cannot slow another one.
+
+use std::time::Duration;
+
+use http::Response;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::support::upstream::full;
+use crate::support::*;
+
+/// An upstream that holds every request until `release` is sent `true`.
+async fn gated() -> (MockUpstream, watch::Sender<bool>) {
+    let (release, gate) = watch::channel(false);
+    let upstream = MockUpstream::start(move |_| {
+        let mut gate = gate.clone();
+        async move {
+            let _ = gate.wait_for(|open| *open).await;
+            Response::new(full("done"))
+        }
+    })
+    .await;
+    (upstream, release)
+}
+
+#[tokio::test]
+async fn sheds_when_the_queue_is_full_and_times_out_in_the_queue() {
+    let (upstream, release) = gated().await;
+    let weir = TestWeir::start(&policy(&format!(
+        "  llm:\n    route: /\n    url: {}\n    retry:\n      attempts: 1\n    concurrency:\n      max_in_flight: 1\n      max_queue: 1\n      queue_timeout: 300ms\n",
+        upstream.url()
+    )))
+    .await;
+    let client = client();
+    let holding = tokio::spawn(client.request(get(&weir.url("/a"))));
+    eventually("the first request reaches the upstream", || {
+        upstream.hits() == 1
+    })
+    .await;
+
+    let queued = tokio::spawn(client.request(get(&weir.url("/b"))));
+    let mut depth = 0.0;
+    for _ in 0..500 {
+        depth = weir.metric(r#"weir_queue_depth{upstream="llm"}"#).await;
+        if depth == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(depth, 1.0);
+
+    let started = Instant::now();
+    let shed = send(get(&weir.url("/c"))).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "shed at once"
+    );
+    assert_eq!(shed.status(), 503);
+    assert_eq!(shed.headers()["x-weir-reject"], "overloaded");
+
+    let timed_out = queued.await.unwrap().unwrap();
+    assert_eq!(timed_out.status(), 503);
+    assert_eq!(timed_out.headers()["x-weir-reject"], "queue_timeout");
+
+    release.send(true).unwrap();
+    assert_eq!(holding.await.unwrap().unwrap().status(), 200);
+    assert_eq!(upstream.hits(), 1);
+    assert_eq!(
+        weir.metric(r#"weir_rejected_total{reason="overloaded",upstream="llm"}"#)
+            .await,
+        1.0
+    );
+    assert_eq!(
+        weir.metric(r#"weir_rejected_total{reason="queue_timeout",upstream="llm"}"#)
+            .await,
+        1.0
+    );
+    weir.shutdown().await;
+}
+
+#[tokio::test]
+async fn gauges_return_to_zero_after_many_cancelled_clients() {
+    let (upstream, _release) = gated().await;
+    let weir = TestWeir::start(&policy(&format!(
+        "  llm:\n    route: /\n    url: {}\n    concurrency:\n      max_in_flight: 5\n      max_queue: 100\n      queue_timeout: 60s\n",
+        upstream.url()
+    )))
+    .await;
+    let clients: Vec<_> = (0..60)
+        .map(|_| {
+            let url = weir.url("/x");
+            tokio::spawn(async move { client().request(get(&url)).await })
+        })
+        .collect();
+    let mut seen = (0.0, 0.0);
+    for _ in 0..500 {
+        let text = weir.scrape().await;
+        seen = (
+            metric_value(&text, r#"weir_in_flight{upstream="llm"}"#),
+            metric_value(&text, r#"weir_queue_depth{upstream="llm"}"#),
+        );
+        if seen == (5.0, 55.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(seen, (5.0, 55.0), "5 at the upstream, 55 queued");
+    for c in &clients {
+        c.abort();
+    }
+    for _ in 0..1000 {
+        let text = weir.scrape().await;
+        seen = (
+            metric_value(&text, r#"weir_in_flight{upstream="llm"}"#),
+            metric_value(&text, r#"weir_queue_depth{upstream="llm"}"#),
+        );
+        if seen == (0.0, 0.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(seen, (0.0, 0.0), "every place and queue slot is freed");
+    let (_, upstreams) = weir.admin_get("/upstreams").await;
+    let json: serde_json::Value = serde_json::from_str(&upstreams).unwrap();
+    assert_eq!(json["llm"]["in_flight"], 0);
+    assert_eq!(json["llm"]["queued"], 0);
+    weir.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_hanging_upstream_does_not_slow_another() {
+    let (hanging, _release) = gated().await;
+    let healthy = MockUpstream::fixed("fine").await;
+    let weir = TestWeir::start(&policy(&format!(
+        "  hang:\n    route: /hang\n    url: {}\n    concurrency:\n      max_in_flight: 4\n      max_queue: 4\n      queue_timeout: 30s\n  fine:\n    route: /fine\n    url: {}\n",
+        hanging.url(),
+        healthy.url()
+    )))
+    .await;
+    let stuck: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(client().request(get(&weir.url("/hang/x")))))
+        .collect();
+    eventually("the hanging upstream is at its limit", || {
+        hanging.hits() == 4
+    })
+    .await;
+
+    let client = client();
+    for _ in 0..50 {
+        let started = Instant::now();
+        let response = tokio::time::timeout(PATIENCE, client.request(get(&weir.url("/fine/x"))))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    for s in stuck {
+        s.abort();
+    }
+    weir.shutdown().await;
+}
