@@ -15,6 +15,7 @@ pub mod resilience;
 mod server;
 pub mod tls;
 pub mod upstream;
+pub mod usage;
 
 use std::future::Future;
 use std::net::SocketAddr;
