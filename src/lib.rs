@@ -40,6 +40,7 @@ pub struct Weir {
     admin: TcpListener,
     tls: Option<TlsAcceptor>,
     handle: Handle,
+    watched: Option<PathBuf>,
 }
 
 /// Controls a running weir: reload its policy, read its state.
@@ -48,11 +49,33 @@ pub struct Handle {
     shared: Arc<Shared>,
     registry: Arc<UpstreamRegistry>,
     admin: Arc<AdminState>,
+    /// Hash of the policy file content last read, valid or not: the same
+    /// content is not reloaded (or complained about) twice.
+    last_seen: Arc<std::sync::Mutex<Option<[u8; 32]>>>,
+}
+
+/// Settings of the process rather than of the policy.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Usage events that may wait for the writer; past this they are dropped.
+    pub usage_queue_capacity: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            usage_queue_capacity: usage::log::QUEUE_CAPACITY,
+        }
+    }
 }
 
 impl Weir {
     /// Opens the proxy and admin listeners and builds every upstream.
     pub async fn bind(policy: Policy) -> anyhow::Result<Self> {
+        Self::bind_with(policy, Options::default()).await
+    }
+
+    pub async fn bind_with(policy: Policy, options: Options) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new());
         let registry = Arc::new(UpstreamRegistry::new(metrics.clone()));
         let policy = Arc::new(policy);
@@ -71,7 +94,24 @@ impl Weir {
         let admin = TcpListener::bind(policy.admin)
             .await
             .with_context(|| format!("binding the admin listener on {}", policy.admin))?;
-        let shared = Arc::new(Shared::new(snapshot, metrics.clone()));
+        let log = match &policy.usage_log {
+            Some(path) => Some(
+                usage::log::UsageLog::start(
+                    path.clone(),
+                    options.usage_queue_capacity,
+                    metrics.usage_events_dropped.clone(),
+                )
+                .with_context(|| format!("opening the usage log {}", path.display()))?,
+            ),
+            None => None,
+        };
+        let accountant = Arc::new(usage::account::Accountant::new(
+            metrics.tokens.clone(),
+            log,
+            policy.metrics.max_models,
+            policy.metrics.max_tenants,
+        ));
+        let shared = Arc::new(Shared::new(snapshot, metrics.clone(), accountant));
         metrics.config_last_reload_success.set(unix_now());
         let admin_state = Arc::new(AdminState {
             shared: shared.clone(),
@@ -85,7 +125,9 @@ impl Weir {
                 shared,
                 registry,
                 admin: admin_state,
+                last_seen: Arc::default(),
             },
+            watched: None,
         })
     }
 
@@ -105,6 +147,21 @@ impl Weir {
         self.handle.clone()
     }
 
+    /// Reloads the policy from `path` whenever its content changes, while
+    /// running. `path` should be the file the running policy came from.
+    pub async fn watch_policy(&mut self, path: PathBuf) -> anyhow::Result<()> {
+        let text = read_text(path.clone())
+            .await
+            .with_context(|| format!("reading {}", path.display()))?;
+        *self
+            .handle
+            .last_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(config::watch::content_hash(&text));
+        self.watched = Some(path);
+        Ok(())
+    }
+
     /// Serves until `shutdown` resolves; then reports not-ready, stops
     /// accepting, and lets in-flight requests (streams included) finish for
     /// up to `shutdown.drain_timeout`.
@@ -114,7 +171,23 @@ impl Weir {
             admin,
             tls,
             handle,
+            watched,
         } = self;
+        // The watcher lives as long as `run`; its task ends with it.
+        let _watch = match &watched {
+            Some(path) => {
+                let (watcher, mut ticks) = config::watch::watch(path)
+                    .with_context(|| format!("watching {}", path.display()))?;
+                let (handle, path) = (handle.clone(), path.clone());
+                let task = tokio::spawn(async move {
+                    while ticks.recv().await.is_some() {
+                        handle.reload_if_changed(&path).await;
+                    }
+                });
+                Some((watcher, AbortOnDrop(task)))
+            }
+            None => None,
+        };
         let stop_admin = CancellationToken::new();
         let admin_task = tokio::spawn(admin::serve(
             admin,
@@ -144,6 +217,14 @@ impl Weir {
             stop.cancel();
         };
         tokio::join!(serving, signal);
+        // Every request has ended: write out the usage events still queued.
+        let accountant = handle.shared.accountant.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(log) = &accountant.log {
+                log.close();
+            }
+        })
+        .await;
         stop_admin.cancel();
         let _ = admin_task.await;
         tracing::info!("drained, exiting");
@@ -165,27 +246,53 @@ impl Handle {
         &self.shared.metrics
     }
 
+    /// Reopens the usage log file (after log rotation).
+    pub fn reopen_usage_log(&self) {
+        if let Some(log) = &self.shared.accountant.log {
+            log.reopen();
+        }
+    }
+
     /// Reads and validates `path` off the async workers and, only if it is
     /// valid in full, swaps it in. Running requests keep the policy they
-    /// started with. An invalid file changes nothing.
+    /// started with. An invalid file changes nothing. (SIGHUP.)
     pub async fn reload(&self, path: &Path) -> Result<Changes, config::PolicyError> {
-        let owned: PathBuf = path.to_owned();
-        let loaded = tokio::task::spawn_blocking(move || config::load_file(&owned))
-            .await
-            .unwrap_or_else(|e| {
-                Err(config::PolicyError {
-                    problems: vec![config::Problem {
-                        file: path.display().to_string(),
-                        line: None,
-                        path: String::new(),
-                        message: format!("loading task failed: {e}"),
-                    }],
-                })
-            });
-        let result = loaded.and_then(|policy| self.apply(policy));
-        let metrics = &self.shared.metrics;
-        match &result {
+        match read_text(path.to_owned()).await {
+            Ok(text) => {
+                self.remember(&text);
+                self.reload_text(&text, path)
+            }
+            Err(e) => self.reload_failed(config::PolicyError {
+                problems: vec![problem(path, format!("cannot read the policy file: {e}"))],
+            }),
+        }
+    }
+
+    /// Reloads `path` if its content differs from the content last read.
+    pub async fn reload_if_changed(&self, path: &Path) {
+        let Ok(text) = read_text(path.to_owned()).await else {
+            // Mid-swap (a rename or symlink flip): the next event will tell.
+            return;
+        };
+        if self.remember(&text) {
+            let _ = self.reload_text(&text, path);
+        }
+    }
+
+    /// Notes `text` as seen; true if it differs from the last seen.
+    fn remember(&self, text: &str) -> bool {
+        let hash = config::watch::content_hash(text);
+        let mut last = self.last_seen.lock().unwrap_or_else(|e| e.into_inner());
+        last.replace(hash) != Some(hash)
+    }
+
+    fn reload_text(&self, text: &str, path: &Path) -> Result<Changes, config::PolicyError> {
+        let file = path.display().to_string();
+        let result = config::parse(text, &file, &|name| std::env::var(name).ok())
+            .and_then(|policy| self.apply(policy));
+        match result {
             Ok(changes) => {
+                let metrics = &self.shared.metrics;
                 metrics.config_reloads.with_label_values(&["ok"]).inc();
                 metrics.config_last_reload_success.set(unix_now());
                 tracing::info!(
@@ -194,13 +301,20 @@ impl Handle {
                     changed = ?changes.changed,
                     "policy reloaded"
                 );
+                Ok(changes)
             }
-            Err(e) => {
-                metrics.config_reloads.with_label_values(&["error"]).inc();
-                tracing::error!("policy reload rejected, the previous policy keeps serving: {e}");
-            }
+            Err(e) => self.reload_failed(e),
         }
-        result
+    }
+
+    fn reload_failed(&self, e: config::PolicyError) -> Result<Changes, config::PolicyError> {
+        self.shared
+            .metrics
+            .config_reloads
+            .with_label_values(&["error"])
+            .inc();
+        tracing::error!("policy reload rejected, the previous policy keeps serving: {e}");
+        Err(e)
     }
 
     fn apply(&self, policy: Policy) -> Result<Changes, config::PolicyError> {
@@ -208,16 +322,17 @@ impl Handle {
         if old.listen != policy.listen || old.admin != policy.admin || old.tls != policy.tls {
             tracing::warn!("`listen`, `admin` and `tls` changes take effect only at restart");
         }
+        if old.usage_log != policy.usage_log {
+            tracing::warn!("a `usage_log` path change takes effect only at restart");
+        }
+        let accountant = &self.shared.accountant;
+        accountant.models.set_max(policy.metrics.max_models);
+        accountant.tenants.set_max(policy.metrics.max_tenants);
         let (snapshot, changes) = self
             .registry
             .snapshot(Arc::new(policy))
             .map_err(|message| config::PolicyError {
-                problems: vec![config::Problem {
-                    file: String::new(),
-                    line: None,
-                    path: "upstreams".into(),
-                    message,
-                }],
+                problems: vec![problem(Path::new(""), message)],
             })?;
         for upstream in snapshot.router.upstreams() {
             if changes.added.contains(&upstream.name.to_string())
@@ -228,6 +343,31 @@ impl Handle {
         }
         self.shared.snapshot.store(Arc::new(snapshot));
         Ok(changes)
+    }
+}
+
+fn problem(path: &Path, message: String) -> config::Problem {
+    config::Problem {
+        file: path.display().to_string(),
+        line: None,
+        path: String::new(),
+        message,
+    }
+}
+
+/// Reads a file off the async workers.
+async fn read_text(path: PathBuf) -> std::io::Result<String> {
+    tokio::task::spawn_blocking(move || std::fs::read_to_string(path))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+}
+
+/// Aborts a task when dropped, so nothing outlives its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

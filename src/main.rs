@@ -81,14 +81,16 @@ fn main() -> ExitCode {
 
 async fn serve(policy: weir::config::Policy, path: PathBuf) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let weir = weir::Weir::bind(policy).await?;
+    let mut weir = weir::Weir::bind(policy).await?;
+    weir.watch_policy(path.clone()).await?;
     let handle = weir.handle();
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     let reloads = async move {
         while hup.recv().await.is_some() {
-            tracing::info!(path = %path.display(), "SIGHUP: reloading the policy");
+            tracing::info!(path = %path.display(), "SIGHUP: reloading the policy, reopening the usage log");
+            handle.reopen_usage_log();
             let _ = handle.reload(&path).await;
         }
     };

@@ -127,6 +127,7 @@ pub struct Metrics {
     attempts: IntCounterVec,
     retries: IntCounterVec,
     budget_exhausted: IntCounterVec,
+    usage_missing: IntCounterVec,
     rejected: IntCounterVec,
     circuit_state: IntGaugeVec,
     circuit_transitions: IntCounterVec,
@@ -226,6 +227,11 @@ impl Metrics {
                 "Retries not made because the retry budget was spent.",
                 &["upstream"],
             ),
+            usage_missing: counter(
+                "weir_usage_missing_total",
+                "Successful completion or embedding answers that reported no token usage.",
+                &["upstream"],
+            ),
             rejected: counter(
                 "weir_rejected_total",
                 "Requests weir refused itself, by reason.",
@@ -286,6 +292,7 @@ impl Metrics {
             queue_depth: self.queue_depth.with_label_values(&one),
             connections_opened: self.connections_opened.with_label_values(&one),
             retry_budget_exhausted: self.budget_exhausted.with_label_values(&one),
+            usage_missing: self.usage_missing.with_label_values(&one),
             circuit_state,
         }
     }
@@ -340,6 +347,7 @@ pub struct UpstreamMetrics {
     pub queue_depth: IntGauge,
     pub connections_opened: IntCounter,
     pub retry_budget_exhausted: IntCounter,
+    pub usage_missing: IntCounter,
     pub circuit_state: IntGauge,
 }
 

@@ -11,6 +11,7 @@ mod locate;
 mod types;
 mod validate;
 pub mod values;
+pub mod watch;
 
 use std::fmt;
 use std::path::Path;

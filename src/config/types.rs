@@ -23,6 +23,7 @@ pub struct Policy {
     pub tls: Option<ListenerTls>,
     pub shutdown: ShutdownPolicy,
     pub usage_log: Option<PathBuf>,
+    pub metrics: MetricsPolicy,
     /// Upstreams by name, in name order.
     pub upstreams: BTreeMap<String, Arc<UpstreamPolicy>>,
 }
@@ -42,6 +43,8 @@ pub(super) struct PolicyFile {
     pub shutdown: ShutdownPolicy,
     #[serde(default)]
     pub usage_log: Option<PathBuf>,
+    #[serde(default)]
+    pub metrics: MetricsPolicy,
     #[serde(default)]
     pub upstreams: BTreeMap<String, serde_norway::Value>,
 }
@@ -75,6 +78,24 @@ impl Default for ShutdownPolicy {
     fn default() -> Self {
         Self {
             drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `metrics`: label cardinality caps (an extension of the contract's schema).
+/// Past a cap, new `model` / `tenant` label values are counted as `other`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsPolicy {
+    pub max_models: usize,
+    pub max_tenants: usize,
+}
+
+impl Default for MetricsPolicy {
+    fn default() -> Self {
+        Self {
+            max_models: 100,
+            max_tenants: 1000,
         }
     }
 }

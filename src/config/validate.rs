@@ -131,6 +131,7 @@ pub(super) fn policy(
         tls: file.tls,
         shutdown: file.shutdown,
         usage_log: file.usage_log,
+        metrics: file.metrics,
         upstreams,
     })
 }

@@ -19,6 +19,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::record::Record;
 use crate::metrics::Outcome;
+use crate::usage::account::Tap;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -92,9 +93,12 @@ pub enum StreamError {
 pin_project! {
     /// An upstream body under `timeouts.idle` and `timeouts.total`, owning the
     /// request's [`Record`] so the request is counted when the stream ends,
-    /// fails, or is dropped by a departing client.
+    /// fails, or is dropped by a departing client. Its [`Tap`] reads usage
+    /// from the frames as they pass.
     pub struct Streaming {
         inner: Incoming,
+        tap: Tap,
+        done: bool,
         #[pin]
         timer: Sleep,
         idle: Duration,
@@ -105,20 +109,42 @@ pin_project! {
 }
 
 impl Streaming {
-    pub fn new(inner: Incoming, idle: Duration, deadline: Instant, mut record: Record) -> Self {
+    pub fn new(
+        inner: Incoming,
+        tap: Tap,
+        idle: Duration,
+        deadline: Instant,
+        record: Record,
+    ) -> Self {
         let now = Instant::now();
-        if inner.is_end_stream() {
-            // hyper will not poll an empty body: the request is done now.
-            record.finish(Outcome::for_status(record.status()));
-        }
-        Self {
+        let mut body = Self {
             inner,
+            tap,
+            done: false,
             timer: tokio::time::sleep_until((now + idle).min(deadline)),
             idle,
             deadline,
             last_frame: now,
             record,
+        };
+        if body.inner.is_end_stream() {
+            // hyper will not poll an empty body: the request is done now.
+            body.complete();
         }
+        body
+    }
+
+    fn complete(&mut self) {
+        Self::complete_parts(&mut self.done, &mut self.tap, &mut self.record);
+    }
+
+    fn complete_parts(done: &mut bool, tap: &mut Tap, record: &mut Record) -> Option<Bytes> {
+        *done = true;
+        let tail = tap.finish();
+        record.report(tap.result());
+        let outcome = Outcome::for_status(record.status());
+        record.finish(outcome);
+        tail
     }
 }
 
@@ -131,58 +157,86 @@ impl HttpBody for Streaming {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
-        match Pin::new(&mut *this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                // The timer is re-armed lazily when it fires: no timer-wheel
-                // work per frame.
-                *this.last_frame = Instant::now();
-                if let Some(data) = frame.data_ref() {
-                    this.record.streamed(data.len());
-                }
-                if this.inner.is_end_stream() {
-                    // hyper stops polling a body that says it has ended, so
-                    // the last frame is where the request finishes.
-                    let outcome = Outcome::for_status(this.record.status());
-                    this.record.finish(outcome);
-                }
-                return Poll::Ready(Some(Ok(frame)));
-            }
-            Poll::Ready(Some(Err(e))) => {
-                this.record.fail_stream(&e);
-                return Poll::Ready(Some(Err(e.into())));
-            }
-            Poll::Ready(None) => {
-                let outcome = Outcome::for_status(this.record.status());
-                this.record.finish(outcome);
+        loop {
+            if *this.done {
                 return Poll::Ready(None);
             }
-            Poll::Pending => {}
+            match Pin::new(&mut *this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    // The timer is re-armed lazily when it fires: no
+                    // timer-wheel work per frame.
+                    *this.last_frame = Instant::now();
+                    let data = match frame.into_data() {
+                        Ok(data) => data,
+                        Err(trailers) => return Poll::Ready(Some(Ok(trailers))),
+                    };
+                    this.record.streamed(data.len());
+                    let mut out = this.tap.feed(data);
+                    if this.inner.is_end_stream() {
+                        // hyper stops polling a body that says it has ended,
+                        // so the last frame is where the request finishes.
+                        if let Some(tail) = Self::complete_parts(this.done, this.tap, this.record) {
+                            out = concat(out, tail);
+                        }
+                    }
+                    if out.is_empty() && !*this.done {
+                        // Held back (an incomplete event, or a removed one).
+                        continue;
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(out))));
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.record.fail_stream(&e);
+                    *this.done = true;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+                Poll::Ready(None) => {
+                    let tail = Self::complete_parts(this.done, this.tap, this.record);
+                    return Poll::Ready(tail.map(|t| Ok(Frame::data(t))));
+                }
+                Poll::Pending => break,
+            }
         }
         loop {
             ready!(this.timer.as_mut().poll(cx));
             let now = Instant::now();
             let idle_at = *this.last_frame + *this.idle;
-            if now >= *this.deadline {
-                let e = StreamError::Total;
-                this.record.fail_stream(&e);
-                return Poll::Ready(Some(Err(e.into())));
-            }
-            if now >= idle_at {
-                let e = StreamError::Idle(*this.idle);
-                this.record.fail_stream(&e);
-                return Poll::Ready(Some(Err(e.into())));
-            }
-            this.timer.as_mut().reset(idle_at.min(*this.deadline));
+            let error = if now >= *this.deadline {
+                StreamError::Total
+            } else if now >= idle_at {
+                StreamError::Idle(*this.idle)
+            } else {
+                this.timer.as_mut().reset(idle_at.min(*this.deadline));
+                continue;
+            };
+            this.record.fail_stream(&error);
+            *this.done = true;
+            return Poll::Ready(Some(Err(error.into())));
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.done
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        if self.tap.is_sse() {
+            // Removing an event changes the length.
+            SizeHint::default()
+        } else {
+            self.inner.size_hint()
+        }
     }
+}
+
+fn concat(a: Bytes, b: Bytes) -> Bytes {
+    if a.is_empty() {
+        return b;
+    }
+    let mut joined = bytes::BytesMut::with_capacity(a.len() + b.len());
+    joined.extend_from_slice(&a);
+    joined.extend_from_slice(&b);
+    joined.freeze()
 }
 
 /// The body weir sends upstream: the client's stream, bytes it holds, or

@@ -134,7 +134,9 @@ impl ProxyError {
             HeaderValue::from_static(self.reason.as_str()),
         );
         if let Some(wait) = self.retry_after {
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let secs = wait
+                .as_secs()
+                .saturating_add(u64::from(wait.subsec_nanos() > 0));
             headers.insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         response

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
-use http::{Request, Response, Version};
+use http::{Method, Request, Response, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -29,12 +29,22 @@ use super::headers::{
 };
 use super::replay::Replay;
 use super::{ClientConn, ProxyError, Record, Reject, Snapshot};
-use crate::config::RetryOn;
+use crate::config::{RetryOn, UpstreamKind};
 use crate::metrics::{AttemptResult, Outcome};
 use crate::resilience::backoff::demanded_wait;
 use crate::resilience::breaker::{Admission, Outcome as BreakerOutcome, Permit};
 use crate::resilience::bulkhead::Refusal;
 use crate::upstream::{Place, Upstream};
+use crate::usage::account::Tap;
+use crate::usage::inject;
+
+/// Paths whose successful answers report token usage.
+const USAGE_PATHS: [&str; 4] = [
+    "/chat/completions",
+    "/completions",
+    "/embeddings",
+    "/responses",
+];
 
 /// A 429 body is read (to tell quota from rate) only up to this size.
 const QUOTA_PEEK_LIMIT: u64 = 64 * 1024;
@@ -67,25 +77,44 @@ pub(super) async fn forward(
 ) -> Response<Body> {
     let (mut parts, body) = request.into_parts();
     prepare_headers(&mut parts, conn, &record);
-    let tenant = tenant_of(&parts.headers, primary);
+    let accounting = &primary.policy.accounting;
+    let inspect = primary.policy.kind != UpstreamKind::Vectordb
+        && primary.policy.kind != UpstreamKind::Generic
+        && parts.method == Method::POST;
     let wants_replay = primary.policy.retry.attempts > 1 || primary.policy.fallback.is_some();
-    let mut body = match Replay::new(body, &parts.headers, wants_replay).await {
+    let mut body = match Replay::new(body, &parts.headers, wants_replay || inspect).await {
         Ok(body) => body,
         Err(e) => return client_body_failed(primary, e, record),
     };
+    let mut strip = false;
+    if inspect {
+        let path = parts.uri.path();
+        let expects_usage = primary.policy.kind == UpstreamKind::Embeddings
+            || USAGE_PATHS.iter().any(|p| path.ends_with(p));
+        if let Replay::Buffered(bytes) = &body {
+            let facts = inject::inspect(bytes).unwrap_or_default();
+            if facts.lacks_usage
+                && accounting.inject_stream_usage
+                && path.ends_with("/chat/completions")
+            {
+                if let Some(injected) = inject::with_include_usage(bytes) {
+                    parts
+                        .headers
+                        .insert(header::CONTENT_LENGTH, HeaderValue::from(injected.len()));
+                    body = Replay::Buffered(injected);
+                    strip = true;
+                }
+            }
+            record.set_request(facts.model, expects_usage);
+        } else {
+            record.set_request(None, expects_usage);
+        }
+    }
 
     let mut current = primary.clone();
     let mut visited = 1;
     loop {
-        let step = try_upstream(
-            &current,
-            prefix_len,
-            &parts,
-            &mut body,
-            &mut record,
-            &tenant,
-        )
-        .await;
+        let step = try_upstream(&current, prefix_len, &parts, &mut body, &mut record).await;
         let (answer, exhausted) = match step {
             Step::Final(answer) => (answer, false),
             Step::Exhausted(answer) => (answer, true),
@@ -105,12 +134,12 @@ pub(super) async fn forward(
                     "falling back"
                 );
                 current = next.clone();
-                record.set_upstream(current.metrics.clone(), current.name.clone());
+                record.set_upstream(current.clone());
                 visited += 1;
                 continue;
             }
         }
-        return finish(&current, answer, exhausted, record);
+        return finish(&current, answer, exhausted, strip, record);
     }
 }
 
@@ -128,34 +157,30 @@ fn prepare_headers(parts: &mut Parts, conn: ClientConn, record: &Record) {
     h.insert(X_REQUEST_ID, record.request_id().clone());
 }
 
-/// The tenant a request is charged to: the `accounting.tenant_header` value,
-/// else `unknown`.
-fn tenant_of(headers: &http::HeaderMap, upstream: &Upstream) -> String {
-    headers
-        .get(&upstream.policy.accounting.tenant_header)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-        .unwrap_or("unknown")
-        .to_owned()
-}
-
 async fn try_upstream(
     up: &Arc<Upstream>,
     prefix_len: usize,
     parts: &Parts,
     body: &mut Replay,
     record: &mut Record,
-    tenant: &str,
 ) -> Step {
     let policy = &up.policy;
     let m = &up.metrics;
     let state = &up.state;
     let deadline = record.started() + policy.timeouts.total;
     let now = Instant::now();
-    if let Err(wait) = state.limit_request(tenant, now) {
+    let tenant = record.tenant();
+    let limited = match state.limit_request(tenant, now) {
+        Err(wait) => Some((wait, "request")),
+        Ok(()) => state
+            .limit_tokens(tenant, now)
+            .err()
+            .map(|wait| (wait, "token")),
+    };
+    if let Some((wait, which)) = limited {
         let mut error = ProxyError::new(
             Reject::RateLimited,
-            format!("rate limit of upstream `{}` reached", up.name),
+            format!("{which} rate limit of upstream `{}` reached", up.name),
         );
         error.retry_after = Some(wait);
         return Step::Final(Answer::Weir(error));
@@ -460,6 +485,7 @@ fn finish(
     up: &Arc<Upstream>,
     answer: Answer,
     exhausted: bool,
+    strip: bool,
     mut record: Record,
 ) -> Response<Body> {
     count_rejection(up, &answer);
@@ -473,7 +499,14 @@ fn finish(
             headers::strip_hop_by_hop(&mut parts.headers);
             stamp(&mut parts.headers, up, &record, gave_up);
             let deadline = record.started() + up.policy.timeouts.total;
-            let body = Streaming::new(body, up.policy.timeouts.idle, deadline, record);
+            let tap =
+                Tap::for_response(up.policy.kind, parts.status.as_u16(), &parts.headers, strip);
+            record.set_streamed(tap.is_sse());
+            if tap.is_sse() {
+                // Removing the usage-only event changes the length.
+                parts.headers.remove(header::CONTENT_LENGTH);
+            }
+            let body = Streaming::new(body, tap, up.policy.timeouts.idle, deadline, record);
             up.metrics
                 .overhead
                 .observe(answered.elapsed().as_secs_f64());

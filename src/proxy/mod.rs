@@ -37,6 +37,8 @@ pub use record::Record;
 
 use crate::config::Policy;
 use crate::metrics::{Metrics, Unrouted};
+use crate::usage::account::Accountant;
+use crate::usage::tenant::tenant_of;
 use route::Router;
 
 /// What a request reads once and keeps: the policy and everything compiled
@@ -50,14 +52,16 @@ pub struct Snapshot {
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     pub metrics: Arc<Metrics>,
+    pub accountant: Arc<Accountant>,
     /// Counters of requests that match no route (`upstream="none"`).
     unrouted: Unrouted,
 }
 
 impl Shared {
-    pub fn new(snapshot: Snapshot, metrics: Arc<Metrics>) -> Self {
+    pub fn new(snapshot: Snapshot, metrics: Arc<Metrics>, accountant: Arc<Accountant>) -> Self {
         Self {
             snapshot: ArcSwap::from_pointee(snapshot),
+            accountant,
             unrouted: metrics.unrouted(),
             metrics,
         }
@@ -91,11 +95,13 @@ pub async fn handle(
             .insert(headers::X_REQUEST_ID, request_id);
         return Ok(response);
     };
+    let tenant = tenant_of(request.headers(), &upstream.policy.accounting.tenant_header);
     let record = Record::new(
-        upstream.metrics.clone(),
-        upstream.name.clone(),
+        upstream.clone(),
+        shared.accountant.clone(),
         started,
         request_id,
+        tenant,
     );
     let prefix_len = request.uri().path().len() - rest.len();
     Ok(forward::forward(&snapshot, upstream, prefix_len, request, conn, record).await)

@@ -7,7 +7,8 @@
 //! bounds retries as a share of recent traffic, so retries smooth over
 //! scattered failures but cannot multiply load during a broad one; a small
 //! floor keeps retries possible for a quiet upstream. This is Finagle's and
-//! linkerd's retry budget, and Envoy's `retry_budget`.
+//! linkerd's retry budget (Envoy's `retry_budget` applies the same idea to
+//! the requests in flight).
 //!
 //! Requests and retries are counted in [`SLOTS`] slots of `window / 10` each
 //! (one second for the production 10 s window) that slide with time, so
@@ -92,7 +93,7 @@ struct Flow {
 /// in the bucket-aligned window (the current slot and the nine before it) are
 /// at most `ratio × deposits` in those slots `+ min_per_second × window`.
 /// Because a slot leaves the window whole, a real-time interval of length
-/// `window` may see up to one slot's worth more than that.
+/// `window` may also hold the retries granted in the slot that just left.
 #[derive(Debug, Clone)]
 pub struct RetryBudget {
     ratio: f64,
@@ -106,11 +107,7 @@ impl RetryBudget {
     pub fn new(ratio: f64, min_per_second: u32, window: Duration, now: Instant) -> Self {
         let flows = SlidingWindow::new(window, now);
         Self {
-            ratio: if ratio.is_finite() && ratio > 0.0 {
-                ratio
-            } else {
-                0.0
-            },
+            ratio: ratio.max(0.0),
             reserve: f64::from(min_per_second) * flows.span().as_secs_f64(),
             flows,
         }
@@ -118,29 +115,20 @@ impl RetryBudget {
 
     /// Counts one original (non-retry) request.
     pub fn deposit(&mut self, now: Instant) {
-        let flow = self.flows.slot(now);
-        flow.deposits = flow.deposits.saturating_add(1);
+        self.flows.slot(now).deposits += 1;
     }
 
     /// Asks for one retry: `true` when allowed (and counted), `false` when
     /// the budget is spent (and nothing is counted).
     pub fn withdraw(&mut self, now: Instant) -> bool {
-        let (deposits, withdrawals) =
-            self.flows
-                .slots(now)
-                .iter()
-                .fold((0u64, 0u64), |(d, w), flow| {
-                    (
-                        d.saturating_add(flow.deposits),
-                        w.saturating_add(flow.withdrawals),
-                    )
-                });
+        let flows = self.flows.slots(now);
+        let deposits: u64 = flows.iter().map(|flow| flow.deposits).sum();
+        let withdrawals: u64 = flows.iter().map(|flow| flow.withdrawals).sum();
         let allowed = self.ratio * deposits as f64 + self.reserve + ROUNDING;
         if withdrawals as f64 + 1.0 > allowed {
             return false;
         }
-        let flow = self.flows.slot(now);
-        flow.withdrawals = flow.withdrawals.saturating_add(1);
+        self.flows.slot(now).withdrawals += 1;
         true
     }
 }

@@ -28,8 +28,11 @@ pub struct UpstreamState {
     budget: Mutex<RetryBudget>,
     pub bulkhead: Bulkhead,
     limiter: Option<RequestLimiter>,
+    /// `tokens_per_minute`: charged after the fact, may go into debt.
+    tokens: Option<RequestLimiter>,
 }
 
+/// Buckets for one rate, global or one per tenant.
 enum RequestLimiter {
     Global(Mutex<TokenBucket>),
     Tenant(Mutex<KeyedBuckets>),
@@ -44,19 +47,24 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl UpstreamState {
     pub fn try_new(policy: &UpstreamPolicy) -> Result<Self, String> {
         let now = Instant::now();
+        let keyed = |key: RateLimitKey, rate: f64, burst: f64| match key {
+            RateLimitKey::Global => {
+                RequestLimiter::Global(Mutex::new(TokenBucket::new(rate, burst, now)))
+            }
+            RateLimitKey::Tenant => RequestLimiter::Tenant(Mutex::new(KeyedBuckets::new(
+                rate,
+                burst,
+                MAX_TENANT_BUCKETS,
+            ))),
+        };
         let limiter = policy.rate_limit.as_ref().and_then(|rl| {
             let rate = rl.requests_per_second?;
             let burst = rl.burst.map_or(rate.ceil().max(1.0), f64::from);
-            Some(match rl.key {
-                RateLimitKey::Global => {
-                    RequestLimiter::Global(Mutex::new(TokenBucket::new(rate, burst, now)))
-                }
-                RateLimitKey::Tenant => RequestLimiter::Tenant(Mutex::new(KeyedBuckets::new(
-                    rate,
-                    burst,
-                    MAX_TENANT_BUCKETS,
-                ))),
-            })
+            Some(keyed(rl.key, rate, burst))
+        });
+        let tokens = policy.rate_limit.as_ref().and_then(|rl| {
+            let per_minute = rl.tokens_per_minute? as f64;
+            Some(keyed(rl.key, per_minute / 60.0, per_minute))
         });
         let c = &policy.concurrency;
         Ok(Self {
@@ -69,6 +77,7 @@ impl UpstreamState {
             )),
             bulkhead: Bulkhead::new(c.max_in_flight, c.max_queue, c.queue_timeout),
             limiter,
+            tokens,
         })
     }
 
@@ -78,6 +87,27 @@ impl UpstreamState {
             None => Ok(()),
             Some(RequestLimiter::Global(bucket)) => lock(bucket).try_withdraw(1.0, now),
             Some(RequestLimiter::Tenant(buckets)) => lock(buckets).try_withdraw(tenant, 1.0, now),
+        }
+    }
+
+    /// The token rate limit: `Err(wait)` while the key is in debt, the wait
+    /// computed from the refill rate.
+    pub fn limit_tokens(&self, tenant: &str, now: Instant) -> Result<(), Duration> {
+        match &self.tokens {
+            None => Ok(()),
+            Some(RequestLimiter::Global(bucket)) => lock(bucket).check(now),
+            Some(RequestLimiter::Tenant(buckets)) => lock(buckets).check(tenant, now),
+        }
+    }
+
+    /// Charges the tokens a finished request really used.
+    pub fn charge_tokens(&self, tenant: &str, tokens: u64, now: Instant) {
+        match &self.tokens {
+            None => {}
+            Some(RequestLimiter::Global(bucket)) => lock(bucket).charge(tokens as f64, now),
+            Some(RequestLimiter::Tenant(buckets)) => {
+                lock(buckets).charge(tenant, tokens as f64, now)
+            }
         }
     }
 

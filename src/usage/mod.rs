@@ -6,8 +6,12 @@
 //! - [`sse`]: an incremental parser over a streamed (SSE) answer, bounded in
 //!   memory, that can also remove the usage-only event weir asked for.
 
+pub mod account;
+pub mod inject;
 pub mod json;
+pub mod log;
 pub mod sse;
+pub mod tenant;
 
 /// Tokens one answer reported. Absent counts are zero.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

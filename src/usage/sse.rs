@@ -1,0 +1,767 @@
+//! Why: a streamed answer reports its usage in one late event (the chat
+//! `include_usage` chunk, the Responses API's `response.completed`), and weir
+//! sits on the path of every byte of every stream. So this reads the stream
+//! as it passes instead of holding it: it finds event boundaries in each
+//! chunk, copies only the bytes of an event split across chunks (at most
+//! [`MAX_EVENT`]), and parses an event's JSON only when it can matter: while
+//! the model is not known yet, or when a `"usage"` key holds something other
+//! than `null`.
+//!
+//! In strip mode it also removes the usage-only chat event that weir made the
+//! upstream send by adding `stream_options.include_usage`, so the client sees
+//! exactly the stream it asked for. Events are then forwarded whole, as
+//! received, once complete.
+//!
+//! Per the SSE spec a line ends at `\r\n`, `\n` or `\r`; a blank line ends an
+//! event; `data:` lines join with `\n`; `:` lines are comments; an event
+//! still open when the stream ends is discarded (its bytes still reach the
+//! client). A leading byte-order mark is not removed.
+
+use bytes::Bytes;
+
+use crate::usage::json::Fields;
+use crate::usage::Usage;
+
+/// The largest event kept for parsing (and, in strip mode, held before
+/// forwarding). A larger event is not parsed; in strip mode it is forwarded
+/// unchanged.
+pub const MAX_EVENT: usize = 1024 * 1024;
+
+/// Events with data parsed to find the model before only usage events are.
+const MODEL_TRIES: u8 = 8;
+
+/// Capacity a buffer keeps once an event has gone through it.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
+/// Token usage and model of one SSE stream, read incrementally.
+#[derive(Debug)]
+pub struct SseUsage {
+    strip: bool,
+    /// Bytes of the current event from earlier chunks; in strip mode also
+    /// the bytes held back from the client.
+    held: Vec<u8>,
+    /// The current event grew past [`MAX_EVENT`]: not kept until its end.
+    oversized: bool,
+    /// No byte of the current line seen yet.
+    line_start: bool,
+    /// The last byte seen was a `\r`: a `\n` next completes its line end.
+    cr: bool,
+    /// That `\r` ended an event: Some(whether the event was forwarded).
+    cr_ended_event: Option<bool>,
+    /// Data of an event with several `data:` lines, joined.
+    joined: Vec<u8>,
+    model: Option<String>,
+    model_tries: u8,
+    usage: Option<Usage>,
+    stripped: bool,
+}
+
+impl SseUsage {
+    /// `strip_usage_only`: remove usage-only chat events from the forwarded
+    /// bytes.
+    pub fn new(strip_usage_only: bool) -> Self {
+        Self {
+            strip: strip_usage_only,
+            held: Vec::new(),
+            oversized: false,
+            line_start: true,
+            cr: false,
+            cr_ended_event: None,
+            joined: Vec::new(),
+            model: None,
+            model_tries: 0,
+            usage: None,
+            stripped: false,
+        }
+    }
+
+    /// Observes the next chunk. Pass-through mode: returns None, the caller
+    /// forwards `chunk` untouched. Strip mode: returns the bytes to forward
+    /// now: every complete event, as received, except usage-only ones; an
+    /// incomplete event is held until it completes or outgrows
+    /// [`MAX_EVENT`].
+    pub fn feed(&mut self, chunk: &Bytes) -> Option<Bytes> {
+        let mut out = Out {
+            chunk,
+            on: self.strip,
+            span: None,
+            copy: None,
+        };
+        if !chunk.is_empty() {
+            self.scan(chunk, &mut out);
+        }
+        self.strip.then(|| out.into_bytes())
+    }
+
+    /// At the end of the stream: in strip mode, the held bytes of a trailing
+    /// incomplete event, to forward unchanged. That event is not parsed.
+    pub fn finish(&mut self) -> Option<Bytes> {
+        self.oversized = false;
+        self.line_start = true;
+        self.cr = false;
+        self.cr_ended_event = None;
+        let held = std::mem::take(&mut self.held);
+        (self.strip && !held.is_empty()).then(|| Bytes::from(held))
+    }
+
+    /// The model from the first event that names one (chat chunk `model`,
+    /// or Responses `response.model`).
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+
+    /// The usage reported, if any event carried it (the last one wins).
+    pub fn usage(&self) -> Option<&Usage> {
+        self.usage.as_ref()
+    }
+
+    /// Whether a usage-only event was removed (strip mode).
+    pub fn stripped(&self) -> bool {
+        self.stripped
+    }
+
+    fn scan(&mut self, c: &Bytes, out: &mut Out) {
+        let (mut i, mut start) = (0, 0);
+        if std::mem::take(&mut self.cr) && c.first() == Some(&b'\n') {
+            i = 1;
+            if let Some(forwarded) = self.cr_ended_event {
+                start = 1;
+                if forwarded {
+                    out.range(0, 1);
+                }
+            }
+        }
+        self.cr_ended_event = None;
+        while let Some(p) = find_eol(&c[i..]).map(|p| p + i) {
+            let blank = self.line_start && p == i;
+            self.line_start = true;
+            let mut end = p + 1;
+            if c[p] == b'\r' {
+                match c.get(end) {
+                    Some(b'\n') => end += 1,
+                    Some(_) => {}
+                    None => self.cr = true,
+                }
+            }
+            i = end;
+            if blank {
+                let forwarded = self.complete(c, start, p + 1, end, out);
+                if self.cr {
+                    self.cr_ended_event = Some(forwarded);
+                }
+                start = end;
+            }
+        }
+        if i < c.len() {
+            self.line_start = false;
+        }
+        self.incomplete(c, start, out);
+    }
+
+    /// The event ending in `c[..end]` is complete; its size counts up to
+    /// `size_end`, its blank line's first byte. Returns whether it was kept.
+    fn complete(
+        &mut self,
+        c: &[u8],
+        start: usize,
+        size_end: usize,
+        end: usize,
+        out: &mut Out,
+    ) -> bool {
+        if std::mem::take(&mut self.oversized) {
+            out.range(start, end);
+            return true;
+        }
+        if self.held.len() + (size_end - start) > MAX_EVENT {
+            out.bytes(&self.held);
+            out.range(start, end);
+            clear(&mut self.held);
+            return true;
+        }
+        if self.held.is_empty() {
+            let keep = self.event(&c[start..end]);
+            if keep {
+                out.range(start, end);
+            }
+            return keep;
+        }
+        let mut event = std::mem::take(&mut self.held);
+        append(&mut event, &c[start..end]);
+        let keep = self.event(&event);
+        if keep {
+            out.bytes(&event);
+        }
+        clear(&mut event);
+        self.held = event;
+        keep
+    }
+
+    /// `c[start..]` belongs to an event that continues in the next chunk.
+    fn incomplete(&mut self, c: &[u8], start: usize, out: &mut Out) {
+        if start == c.len() {
+            return;
+        }
+        if !self.oversized && self.held.len() + (c.len() - start) <= MAX_EVENT {
+            append(&mut self.held, &c[start..]);
+            return;
+        }
+        self.oversized = true;
+        out.bytes(&self.held);
+        out.range(start, c.len());
+        clear(&mut self.held);
+    }
+
+    /// Reads one complete event (its bytes with its blank line); returns
+    /// false if strip mode removes it.
+    fn event(&mut self, event: &[u8]) -> bool {
+        let want_model = self.model.is_none() && self.model_tries < MODEL_TRIES;
+        if !want_model && !has_live_usage(event) {
+            return true;
+        }
+        let mut joined = std::mem::take(&mut self.joined);
+        let keep = match data_of(event, &mut joined) {
+            Some(data) if !data.is_empty() && data != b"[DONE]" => {
+                self.model_tries = self.model_tries.saturating_add(u8::from(want_model));
+                self.data(data)
+            }
+            _ => true,
+        };
+        clear(&mut joined);
+        self.joined = joined;
+        keep
+    }
+
+    fn data(&mut self, data: &[u8]) -> bool {
+        let Some(fields) = Fields::parse(data) else {
+            return true;
+        };
+        if self.model.is_none() {
+            self.model = fields.model.map(|m| m.into_owned());
+        }
+        if fields.usage.is_some() {
+            self.usage = fields.usage;
+        }
+        let strip = self.strip && fields.usage_only;
+        self.stripped |= strip;
+        !strip
+    }
+
+    #[cfg(test)]
+    fn held_capacity(&self) -> usize {
+        self.held.capacity().max(self.held.len())
+    }
+}
+
+/// Appends to a buffer of at most [`MAX_EVENT`] bytes (plus the `\n` of a
+/// `\r\n` blank line) without growing its capacity past that.
+fn append(buf: &mut Vec<u8>, bytes: &[u8]) {
+    let need = buf.len() + bytes.len();
+    if need > buf.capacity() {
+        let cap = need.max(buf.capacity() * 2).min(need.max(MAX_EVENT));
+        buf.reserve_exact(cap - buf.len());
+    }
+    buf.extend_from_slice(bytes);
+}
+
+/// Empties a buffer, letting go of the memory an unusually large event took.
+fn clear(buf: &mut Vec<u8>) {
+    buf.clear();
+    if buf.capacity() > KEEP_CAPACITY {
+        buf.shrink_to(KEEP_CAPACITY);
+    }
+}
+
+/// The bytes one `feed` forwards: a slice of the chunk while they are one
+/// contiguous run of it, a copy once they are not.
+struct Out<'c> {
+    chunk: &'c Bytes,
+    on: bool,
+    span: Option<(usize, usize)>,
+    copy: Option<Vec<u8>>,
+}
+
+impl Out<'_> {
+    fn range(&mut self, a: usize, b: usize) {
+        if !self.on || a >= b {
+            return;
+        }
+        match self.span {
+            None if self.copy.is_none() => self.span = Some((a, b)),
+            Some((s, e)) if e == a => self.span = Some((s, b)),
+            _ => {
+                let chunk = self.chunk;
+                self.to_copy().extend_from_slice(&chunk[a..b]);
+            }
+        }
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        if self.on && !bytes.is_empty() {
+            self.to_copy().extend_from_slice(bytes);
+        }
+    }
+
+    fn to_copy(&mut self) -> &mut Vec<u8> {
+        self.copy.get_or_insert_with(|| {
+            let mut copy = Vec::with_capacity(self.chunk.len());
+            if let Some((s, e)) = self.span.take() {
+                copy.extend_from_slice(&self.chunk[s..e]);
+            }
+            copy
+        })
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match (self.copy, self.span) {
+            (Some(copy), _) => Bytes::from(copy),
+            (None, Some((s, e))) => self.chunk.slice(s..e),
+            (None, None) => Bytes::new(),
+        }
+    }
+}
+
+/// The data of a complete event: its `data:` values joined with `\n`
+/// (borrowed from `event` when there is one), None if it has none.
+fn data_of<'e>(event: &'e [u8], joined: &'e mut Vec<u8>) -> Option<&'e [u8]> {
+    let (mut first, mut several) = (None, false);
+    let mut rest = event;
+    while !rest.is_empty() {
+        let p = find_eol(rest).unwrap_or(rest.len());
+        let line = &rest[..p];
+        if line.is_empty() {
+            break;
+        }
+        let crlf = rest.get(p) == Some(&b'\r') && rest.get(p + 1) == Some(&b'\n');
+        rest = rest.get(p + 1 + usize::from(crlf)..).unwrap_or_default();
+        let value = match line.iter().position(|&b| b == b':') {
+            Some(0) => continue,
+            Some(colon) if &line[..colon] == b"data" => &line[colon + 1..],
+            None if line == b"data" => &[][..],
+            _ => continue,
+        };
+        let value = value.strip_prefix(b" ").unwrap_or(value);
+        match first {
+            None => first = Some(value),
+            Some(first) => {
+                if !several {
+                    joined.extend_from_slice(first);
+                    several = true;
+                }
+                joined.push(b'\n');
+                joined.extend_from_slice(value);
+            }
+        }
+    }
+    if several {
+        Some(joined)
+    } else {
+        first
+    }
+}
+
+/// Whether `event` may hold a `"usage"` key whose value is not `null`.
+/// Never false when it does; true for some events that do not (a `usage`
+/// broken over two `data:` lines, say), which parsing then sorts out.
+fn has_live_usage(event: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(g) = find_byte(&event[from..], b'g').map(|g| g + from) {
+        from = g + 1;
+        if g < 4 || !event[g - 4..].starts_with(b"\"usage\"") {
+            continue;
+        }
+        let after = skip_blanks(event.get(g + 3..).unwrap_or_default());
+        match after.first() {
+            Some(b':') if skip_blanks(&after[1..]).starts_with(b"null") => {}
+            Some(b',' | b'}' | b']') => {} // a string value, not a key
+            _ => return true,
+        }
+    }
+    false
+}
+
+fn skip_blanks(s: &[u8]) -> &[u8] {
+    let n = s.iter().take_while(|b| matches!(b, b' ' | b'\t')).count();
+    &s[n..]
+}
+
+const LSB: u64 = u64::from_ne_bytes([0x01; 8]);
+const MSB: u64 = u64::from_ne_bytes([0x80; 8]);
+
+/// Marks the zero bytes of `x`; the lowest mark is exact (higher ones may not be).
+fn zero_bytes(x: u64) -> u64 {
+    x.wrapping_sub(LSB) & !x & MSB
+}
+
+/// The first `\n` or `\r` in `s`, eight bytes at a time.
+fn find_eol(s: &[u8]) -> Option<usize> {
+    find_either(s, b'\n', b'\r')
+}
+
+fn find_byte(s: &[u8], a: u8) -> Option<usize> {
+    find_either(s, a, a)
+}
+
+fn find_either(s: &[u8], a: u8, b: u8) -> Option<usize> {
+    let (va, vb) = (LSB * u64::from(a), LSB * u64::from(b));
+    let words = s.chunks_exact(8);
+    let tail = words.remainder();
+    for (n, word) in words.enumerate() {
+        let mut le = [0; 8];
+        le.copy_from_slice(word);
+        let w = u64::from_le_bytes(le);
+        let marks = zero_bytes(w ^ va) | zero_bytes(w ^ vb);
+        if marks != 0 {
+            return Some(n * 8 + marks.trailing_zeros() as usize / 8);
+        }
+    }
+    let done = s.len() - tail.len();
+    tail.iter()
+        .position(|&c| c == a || c == b)
+        .map(|p| done + p)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A stream of real shapes: events as lines, which one is usage-only.
+    struct Stream {
+        events: Vec<Vec<String>>,
+        usage_only: Option<usize>,
+        model: &'static str,
+        usage: Option<Usage>,
+    }
+
+    fn usage(prompt: u64, completion: u64, cached: u64, reasoning: u64) -> Option<Usage> {
+        let (p, c, cached, reasoning) = (prompt, completion, cached, reasoning);
+        Some(Usage {
+            prompt: p,
+            completion: c,
+            cached,
+            reasoning,
+        })
+    }
+
+    fn chat(choices: &str, usage: &str) -> Vec<String> {
+        vec![format!(
+            r#"data: {{"id":"chatcmpl-9","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","system_fingerprint":"fp_0","choices":[{choices}],"usage":{usage}}}"#
+        )]
+    }
+
+    fn delta(delta: &str, finish: &str) -> Vec<String> {
+        let choice =
+            format!(r#"{{"index":0,"delta":{delta},"logprobs":null,"finish_reason":{finish}}}"#);
+        chat(&choice, "null")
+    }
+
+    fn lines(lines: &[&str]) -> Vec<String> {
+        lines.iter().map(|l| l.to_string()).collect()
+    }
+
+    fn corpus() -> Vec<Stream> {
+        let role = || {
+            delta(
+                r#"{"role":"assistant","content":"","refusal":null}"#,
+                "null",
+            )
+        };
+        let only = || {
+            chat(
+                "",
+                r#"{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29,"prompt_tokens_details":{"cached_tokens":3,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":2}}"#,
+            )
+        };
+        let done = || lines(&["data: [DONE]"]);
+        let args = |a: &str| {
+            delta(
+                &format!(r#"{{"tool_calls":[{{"index":0,"function":{{"arguments":{a}}}}}]}}"#),
+                "null",
+            )
+        };
+        let chat_usage = usage(19, 10, 3, 2);
+        let responses = |kind: &str, data: &str| {
+            vec![
+                format!("event: response.{kind}"),
+                format!(r#"data: {{"type":"response.{kind}",{data}"#),
+            ]
+        };
+        let mut completed = responses(
+            "completed",
+            r#""sequence_number":3,"response":{"id":"resp_1","object":"response","status":"completed","model":"gpt-4.1","output":[{"type":"message","content":[{"type":"output_text","text":"Hi"}]}],"#,
+        );
+        completed.extend(lines(&[r#"data: "usage":{"input_tokens":36,"input_tokens_details":{"cached_tokens":12},"#, r#"data: "output_tokens":87,"output_tokens_details":{"reasoning_tokens":64},"total_tokens":123}}}"#]));
+        let mock = |c: &str| {
+            lines(&[&format!(
+                r#"data: {{"id":"chatcmpl-mock","object":"chat.completion.chunk","created":0,"model":"mock-gpt","choices":[{{"index":0,"delta":{{"content":"{c}"}},"logprobs":null,"finish_reason":null}}]}}"#
+            )])
+        };
+        vec![
+            Stream {
+                events: vec![
+                    role(),
+                    delta(r#"{"content":"Hello"}"#, "null"),
+                    lines(&[": keep-alive"]),
+                    delta(r#"{"content":" \"usage\": {"}"#, "null"),
+                    delta(r#"{"content":"usage"}"#, "null"),
+                    delta("{}", r#""stop""#),
+                    only(),
+                    done(),
+                ],
+                usage_only: Some(6),
+                model: "gpt-4o-mini",
+                usage: chat_usage.clone(),
+            },
+            Stream {
+                events: vec![
+                    role(),
+                    delta(
+                        r#"{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get_weather","arguments":""}}]}"#,
+                        "null",
+                    ),
+                    args(r#""{\"city\":""#),
+                    args(r#"" \"Paris\", \"usage\"""#),
+                    args(r#"": null}""#),
+                    delta("{}", r#""tool_calls""#),
+                    only(),
+                    done(),
+                ],
+                usage_only: Some(6),
+                model: "gpt-4o-mini",
+                usage: chat_usage.clone(),
+            },
+            Stream {
+                events: vec![
+                    role(),
+                    delta(r#"{"refusal":"I can"}"#, "null"),
+                    delta(r#"{"refusal":"not help."}"#, "null"),
+                    delta("{}", r#""stop""#),
+                    only(),
+                    done(),
+                ],
+                usage_only: Some(4),
+                model: "gpt-4o-mini",
+                usage: chat_usage,
+            },
+            Stream {
+                events: vec![
+                    responses(
+                        "created",
+                        r#""sequence_number":0,"response":{"id":"resp_1","object":"response","status":"in_progress","model":"gpt-4.1","output":[],"usage":null}}"#,
+                    ),
+                    responses(
+                        "output_text.delta",
+                        r#""sequence_number":1,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"Hi \"usage\": {\"input_tokens\": 99}"}"#,
+                    ),
+                    lines(&[": ping"]),
+                    completed,
+                ],
+                usage_only: None,
+                model: "gpt-4.1",
+                usage: usage(36, 87, 12, 64),
+            },
+            Stream {
+                events: vec![
+                    lines(&["retry: 3000", "id: 1"]),
+                    mock("tok0 "),
+                    mock("tok1 "),
+                    done(),
+                ],
+                usage_only: None,
+                model: "mock-gpt",
+                usage: None,
+            },
+        ]
+    }
+
+    /// The stream's bytes with line ends by `mode` (`\n`, `\r\n`, `\r`, or
+    /// `\n`/`\r\n` mixed by the bits of `seed`), and those bytes without the
+    /// usage-only event.
+    fn build(s: &Stream, mode: u8, seed: u64) -> (Vec<u8>, Vec<u8>) {
+        let mut n = 0;
+        let mut eol = || {
+            n += 1;
+            match mode {
+                0 => "\n",
+                1 => "\r\n",
+                2 => "\r",
+                _ if seed.rotate_right(n) & 1 == 1 => "\r\n",
+                _ => "\n",
+            }
+        };
+        let (mut all, mut kept) = (Vec::new(), Vec::new());
+        for (i, event) in s.events.iter().enumerate() {
+            let mut bytes = String::new();
+            for line in event {
+                bytes += line;
+                bytes += eol();
+            }
+            bytes += eol();
+            all.extend_from_slice(bytes.as_bytes());
+            if s.usage_only != Some(i) {
+                kept.extend_from_slice(bytes.as_bytes());
+            }
+        }
+        (all, kept)
+    }
+
+    /// Feeds `input` cut at `cuts` (sorted); returns the parser and what the client got.
+    fn run(strip: bool, input: &[u8], cuts: &[usize]) -> (SseUsage, Vec<u8>) {
+        let input = Bytes::copy_from_slice(input);
+        let (mut parser, mut sent, mut from) = (SseUsage::new(strip), Vec::new(), 0);
+        for &cut in cuts.iter().chain([input.len()].iter()) {
+            let chunk = input.slice(from..cut);
+            let out = parser.feed(&chunk);
+            assert_eq!(out.is_some(), strip);
+            sent.extend_from_slice(out.as_deref().unwrap_or(&chunk[..]));
+            from = cut;
+        }
+        let rest = parser.finish();
+        assert!(strip || rest.is_none());
+        sent.extend_from_slice(&rest.unwrap_or_default());
+        (parser, sent)
+    }
+
+    fn check(s: &Stream, (input, kept): &(Vec<u8>, Vec<u8>), cuts: &[usize]) {
+        for strip in [false, true] {
+            let (parser, sent) = run(strip, input, cuts);
+            assert_eq!(parser.model(), Some(s.model));
+            assert_eq!(parser.usage(), s.usage.as_ref());
+            assert_eq!(parser.stripped(), strip && s.usage_only.is_some());
+            assert!(sent == if strip { &kept[..] } else { &input[..] });
+        }
+    }
+
+    fn one_shot(which: usize, mode: u8) {
+        let s = &corpus()[which];
+        check(s, &build(s, mode, 0), &[]);
+    }
+
+    #[test]
+    fn chat_stream_with_include_usage_chunk() {
+        one_shot(0, 0);
+        let (parser, _) = run(false, &build(&corpus()[0], 0, 0).0, &[]);
+        assert_eq!(parser.usage(), usage(19, 10, 3, 2).as_ref());
+        assert_eq!(parser.model(), Some("gpt-4o-mini"));
+    }
+
+    #[test]
+    fn responses_stream_with_multi_line_data() {
+        one_shot(3, 0);
+        one_shot(3, 2);
+    }
+
+    #[test]
+    fn crlf_comments_and_done() {
+        for which in 0..5 {
+            one_shot(which, 1);
+        }
+    }
+
+    #[test]
+    fn no_usage_is_none() {
+        one_shot(4, 0);
+        let (parser, _) = run(
+            true,
+            b"data: {\"model\":\"m\",\"usage\":null}\n\n: x\n\n",
+            &[],
+        );
+        assert_eq!((parser.model(), parser.usage()), (Some("m"), None));
+    }
+
+    #[test]
+    fn strip_false_never_alters_and_strip_removes_only_the_usage_only_event() {
+        let input =
+            b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1}}\r\n\r\ndata: [DONE]\r\n\r\n";
+        let mut pass = SseUsage::new(false);
+        assert_eq!(pass.feed(&Bytes::from_static(input)), None);
+        assert_eq!((pass.finish(), pass.stripped()), (None, false));
+        let mut strip = SseUsage::new(true);
+        let out = strip.feed(&Bytes::from_static(input));
+        assert_eq!(out.as_deref(), Some(&b"data: [DONE]\r\n\r\n"[..]));
+        assert!(strip.stripped() && strip.usage() == usage(1, 0, 0, 0).as_ref());
+        let (_, sent) = run(
+            true,
+            b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1}}",
+            &[7],
+        );
+        assert_eq!(
+            sent,
+            b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1}}"
+        );
+    }
+
+    #[test]
+    fn oversized_event_is_bounded_and_forwarded_intact() {
+        let mut input =
+            b": hi\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":5},\"pad\":\"".to_vec();
+        input.resize(input.len() + MAX_EVENT, b'x');
+        let last = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7}}\r\n\r\n";
+        input.extend_from_slice(b"\"}\r\n\r\n");
+        input.extend_from_slice(last);
+        let tail = input.len() - last.len();
+        for (strip, step) in [(true, 65_536), (true, 100_003), (false, 65_536)] {
+            let input = Bytes::from(input.clone());
+            let mut parser = SseUsage::new(strip);
+            let mut sent = Vec::new();
+            for at in (0..input.len()).step_by(step) {
+                let chunk = input.slice(at..input.len().min(at + step));
+                sent.extend_from_slice(&parser.feed(&chunk).unwrap_or(chunk));
+                assert!(parser.held_capacity() <= MAX_EVENT + 1);
+            }
+            assert!(parser.held_capacity() <= KEEP_CAPACITY);
+            assert_eq!(parser.usage(), usage(7, 0, 0, 0).as_ref());
+            assert_eq!(parser.stripped(), strip);
+            let expected = if strip { &input[..tail] } else { &input[..] };
+            assert!(sent == expected);
+        }
+    }
+
+    #[test]
+    fn usage_pre_check() {
+        for (event, live) in [
+            (&br#"data: {"usage":null}"#[..], false),
+            (br#"data: {"usage" : null,"content":"usage"}"#, false),
+            (br#"data: {"usage":{"prompt_tokens":1}}"#, true),
+            (b"data: {\"usage\"\ndata: :{}}", true),
+            (br#"data: {"content":"\"usage\": {"}"#, false),
+        ] {
+            assert_eq!(
+                has_live_usage(event),
+                live,
+                "{}",
+                String::from_utf8_lossy(event)
+            );
+        }
+    }
+
+    #[test]
+    fn every_split_position() {
+        for s in &corpus() {
+            for mode in 0..4 {
+                let stream = build(s, mode, 0x9e37_79b9_7f4a_7c15);
+                for at in 0..=stream.0.len() {
+                    check(s, &stream, &[at]);
+                }
+                check(s, &stream, &(0..stream.0.len()).collect::<Vec<_>>());
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_chunking_reads_what_one_shot_reads(
+            which in 0..5usize,
+            mode in 0..4u8,
+            seed: u64,
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..24),
+        ) {
+            let s = &corpus()[which];
+            let stream = build(s, mode, seed);
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(stream.0.len() + 1)).collect();
+            cuts.sort_unstable();
+            check(s, &stream, &cuts);
+        }
+    }
+}

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod accounting;
 mod bodies;
 mod breaker;
 mod bulkhead;

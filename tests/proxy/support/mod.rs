@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+#[path = "../../../examples/mock_llm/server.rs"]
+pub mod mock_llm;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -45,7 +47,13 @@ impl TestWeir {
     }
 
     pub async fn start_policy(policy: weir::config::Policy) -> Self {
-        let weir = weir::Weir::bind(policy).await.expect("weir binds");
+        Self::start_with(policy, weir::Options::default()).await
+    }
+
+    pub async fn start_with(policy: weir::config::Policy, options: weir::Options) -> Self {
+        let weir = weir::Weir::bind_with(policy, options)
+            .await
+            .expect("weir binds");
         let (stop, stopped) = oneshot::channel::<()>();
         let (proxy, admin, handle) = (weir.proxy_addr(), weir.admin_addr(), weir.handle());
         let task = tokio::spawn(weir.run(async move {
@@ -105,6 +113,16 @@ impl TestWeir {
         let status = response.status().as_u16();
         (status, body_string(response).await)
     }
+}
+
+/// The mock OpenAI-compatible upstream of `examples/mock_llm`, on an
+/// ephemeral port.
+pub async fn start_mock_llm(
+    config: mock_llm::MockConfig,
+) -> (String, JoinHandle<std::io::Result<()>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    (url, tokio::spawn(mock_llm::serve(listener, config)))
 }
 
 /// Finds `sample` in Prometheus text; labels must be in the exporter's

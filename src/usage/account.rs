@@ -1,0 +1,200 @@
+//! Charging reported tokens to `weir_tokens_total{upstream,model,tenant,type}`
+//! with bounded label values, and the response tap that reads usage as the
+//! body streams past.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use prometheus::{IntCounter, IntCounterVec};
+
+use super::json::parse_json;
+use super::log::UsageLog;
+use super::sse::SseUsage;
+use super::Usage;
+use crate::config::UpstreamKind;
+
+/// A non-streamed answer is kept for parsing up to this size; a larger one
+/// counts as missing usage.
+pub const JSON_LIMIT: usize = 4 * 1024 * 1024;
+
+/// The label value past the cardinality cap.
+pub const OTHER: &str = "other";
+
+/// Label values admitted first-come up to a cap; later ones become `other`.
+pub struct LabelCap {
+    max: AtomicUsize,
+    seen: Mutex<HashSet<Box<str>>>,
+}
+
+impl LabelCap {
+    pub fn new(max: usize) -> Self {
+        Self {
+            max: AtomicUsize::new(max),
+            seen: Mutex::new(HashSet::new()),
+        }
+    }
+
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Relaxed);
+    }
+
+    pub fn admit<'a>(&self, value: &'a str) -> &'a str {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.contains(value) {
+            return value;
+        }
+        if seen.len() < self.max.load(Ordering::Relaxed) {
+            seen.insert(value.into());
+            return value;
+        }
+        OTHER
+    }
+}
+
+type SeriesKey = (Arc<str>, Box<str>, Box<str>);
+
+/// Counts tokens and writes usage events.
+pub struct Accountant {
+    pub log: Option<UsageLog>,
+    pub models: LabelCap,
+    pub tenants: LabelCap,
+    tokens: IntCounterVec,
+    /// `[prompt, completion, cached, reasoning]` per (upstream, model, tenant).
+    series: Mutex<HashMap<SeriesKey, [IntCounter; 4]>>,
+}
+
+impl Accountant {
+    pub fn new(
+        tokens: IntCounterVec,
+        log: Option<UsageLog>,
+        max_models: usize,
+        max_tenants: usize,
+    ) -> Self {
+        Self {
+            log,
+            models: LabelCap::new(max_models),
+            tenants: LabelCap::new(max_tenants),
+            tokens,
+            series: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Adds one answer's tokens to `weir_tokens_total`.
+    pub fn count(&self, upstream: &Arc<str>, model: &str, tenant: &str, usage: &Usage) {
+        let model = self.models.admit(model);
+        let tenant = self.tenants.admit(tenant);
+        let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let key: SeriesKey = (upstream.clone(), model.into(), tenant.into());
+        let counters = series.entry(key).or_insert_with(|| {
+            ["prompt", "completion", "cached", "reasoning"].map(|kind| {
+                self.tokens
+                    .with_label_values(&[upstream, model, tenant, kind])
+            })
+        });
+        for (counter, n) in counters.iter().zip([
+            usage.prompt,
+            usage.completion,
+            usage.cached,
+            usage.reasoning,
+        ]) {
+            if n > 0 {
+                counter.inc_by(n);
+            }
+        }
+    }
+}
+
+/// Reads usage from a response body as it passes.
+pub enum Tap {
+    Off,
+    Json { held: BytesMut, overflow: bool },
+    Sse(Box<SseUsage>),
+}
+
+impl Tap {
+    /// A tap fitting the answer: JSON or SSE from an upstream whose kind
+    /// reports usage, with a 2xx status.
+    pub fn for_response(
+        kind: UpstreamKind,
+        status: u16,
+        headers: &http::HeaderMap,
+        strip: bool,
+    ) -> Tap {
+        if !matches!(kind, UpstreamKind::Openai | UpstreamKind::Embeddings)
+            || !(200..300).contains(&status)
+        {
+            return Tap::Off;
+        }
+        let content_type = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if content_type.starts_with("text/event-stream") {
+            Tap::Sse(Box::new(SseUsage::new(strip)))
+        } else if content_type.contains("json") {
+            Tap::Json {
+                held: BytesMut::new(),
+                overflow: false,
+            }
+        } else {
+            Tap::Off
+        }
+    }
+
+    /// Observes a chunk; returns the bytes to forward.
+    pub fn feed(&mut self, chunk: Bytes) -> Bytes {
+        match self {
+            Tap::Off => chunk,
+            Tap::Json { held, overflow } => {
+                if !*overflow {
+                    if held.len() + chunk.len() > JSON_LIMIT {
+                        *overflow = true;
+                        *held = BytesMut::new();
+                    } else {
+                        held.extend_from_slice(&chunk);
+                    }
+                }
+                chunk
+            }
+            Tap::Sse(sse) => sse.feed(&chunk).unwrap_or(chunk),
+        }
+    }
+
+    /// At the end of the body: bytes still held back, to forward last.
+    pub fn finish(&mut self) -> Option<Bytes> {
+        match self {
+            Tap::Sse(sse) => sse.finish().filter(|b| !b.is_empty()),
+            _ => None,
+        }
+    }
+
+    /// `(model, usage)` the body reported; `None` when not tapped.
+    pub fn result(&self) -> Option<(Option<String>, Option<Usage>)> {
+        match self {
+            Tap::Off => None,
+            Tap::Json { overflow: true, .. } => Some((None, None)),
+            Tap::Json { held, .. } => Some(parse_json(held)),
+            Tap::Sse(sse) => Some((sse.model().map(str::to_owned), sse.usage().cloned())),
+        }
+    }
+
+    pub fn is_sse(&self) -> bool {
+        matches!(self, Tap::Sse(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_past_the_cap_become_other() {
+        let cap = LabelCap::new(2);
+        assert_eq!(cap.admit("a"), "a");
+        assert_eq!(cap.admit("b"), "b");
+        assert_eq!(cap.admit("c"), OTHER);
+        assert_eq!(cap.admit("a"), "a");
+    }
+}
