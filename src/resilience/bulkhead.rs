@@ -14,7 +14,7 @@
 //! moved into the response body, so capacity is released exactly when the
 //! response ends (or the client drops it), as tower's concurrency limit does.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,55 +31,126 @@ pub enum Refusal {
 
 pub struct Bulkhead {
     places: Arc<Semaphore>,
-    max_in_flight: usize,
-    max_queue: usize,
-    queue_timeout: Duration,
+    limit: AtomicUsize,
+    /// Places to retire as they come back, after a shrink found them taken.
+    debt: AtomicUsize,
+    max_queue: AtomicUsize,
+    queue_timeout_ns: AtomicU64,
     queued: AtomicUsize,
+    in_flight: AtomicUsize,
+}
+
+/// A place at the upstream; given back (or retired, after a shrink) on drop.
+pub struct Pass {
+    permit: Option<OwnedSemaphorePermit>,
+    bulkhead: Arc<Bulkhead>,
+}
+
+impl std::fmt::Debug for Pass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pass")
+    }
+}
+
+impl Drop for Pass {
+    fn drop(&mut self) {
+        let b = &self.bulkhead;
+        b.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let retire = b
+            .debt
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1))
+            .is_ok();
+        if let (true, Some(permit)) = (retire, self.permit.take()) {
+            permit.forget();
+        }
+    }
 }
 
 impl Bulkhead {
-    pub fn new(max_in_flight: u32, max_queue: u32, queue_timeout: Duration) -> Self {
-        let max_in_flight = (max_in_flight as usize).clamp(1, Semaphore::MAX_PERMITS);
-        Self {
-            places: Arc::new(Semaphore::new(max_in_flight)),
-            max_in_flight,
-            max_queue: max_queue as usize,
-            queue_timeout,
+    pub fn new(max_in_flight: u32, max_queue: u32, queue_timeout: Duration) -> Arc<Self> {
+        let limit = (max_in_flight as usize).clamp(1, Semaphore::MAX_PERMITS);
+        Arc::new(Self {
+            places: Arc::new(Semaphore::new(limit)),
+            limit: AtomicUsize::new(limit),
+            debt: AtomicUsize::new(0),
+            max_queue: AtomicUsize::new(max_queue as usize),
+            queue_timeout_ns: AtomicU64::new(nanos(queue_timeout)),
             queued: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+        })
+    }
+
+    /// Applies new limits (a policy reload). Requests in flight keep their
+    /// places; after a shrink, places are retired as they come back.
+    pub fn resize(&self, max_in_flight: u32, max_queue: u32, queue_timeout: Duration) {
+        let new = (max_in_flight as usize).clamp(1, Semaphore::MAX_PERMITS);
+        let old = self.limit.swap(new, Ordering::AcqRel);
+        if new > old {
+            let mut grow = new - old;
+            // Cancel retirements still owed before adding places.
+            let cancelled = self
+                .debt
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| {
+                    Some(d - d.min(grow))
+                })
+                .map_or(0, |d| d.min(grow));
+            grow -= cancelled;
+            self.places.add_permits(grow);
+        } else if new < old {
+            let shrink = old - new;
+            let forgotten = self.places.forget_permits(shrink);
+            self.debt.fetch_add(shrink - forgotten, Ordering::AcqRel);
         }
+        self.max_queue.store(max_queue as usize, Ordering::Release);
+        self.queue_timeout_ns
+            .store(nanos(queue_timeout), Ordering::Release);
     }
 
     /// A place now, if one is free and nobody waits.
-    pub fn try_enter(&self) -> Option<OwnedSemaphorePermit> {
-        self.places.clone().try_acquire_owned().ok()
+    pub fn try_enter(self: &Arc<Self>) -> Option<Pass> {
+        let permit = self.places.clone().try_acquire_owned().ok()?;
+        Some(self.pass(permit))
     }
 
     /// Waits in the FIFO queue for a place. Refuses at once when the queue is
     /// full. A caller that stops waiting (its future is dropped) leaves the
     /// queue at once.
-    pub async fn wait(&self) -> Result<OwnedSemaphorePermit, Refusal> {
-        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.max_queue {
+    pub async fn wait(self: &Arc<Self>) -> Result<Pass, Refusal> {
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.max_queue.load(Ordering::Acquire) {
             self.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(Refusal::Overloaded);
         }
         let _queued = Leave(&self.queued);
-        match tokio::time::timeout(self.queue_timeout, self.places.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(permit),
+        let timeout = Duration::from_nanos(self.queue_timeout_ns.load(Ordering::Acquire));
+        match tokio::time::timeout(timeout, self.places.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(self.pass(permit)),
             // The semaphore is never closed; treat it as full if it were.
             Ok(Err(_)) => Err(Refusal::Overloaded),
             Err(_) => Err(Refusal::QueueTimeout),
         }
     }
 
+    fn pass(self: &Arc<Self>, permit: OwnedSemaphorePermit) -> Pass {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        Pass {
+            permit: Some(permit),
+            bulkhead: self.clone(),
+        }
+    }
+
     /// Requests holding a place now.
     pub fn in_flight(&self) -> usize {
-        self.max_in_flight - self.places.available_permits().min(self.max_in_flight)
+        self.in_flight.load(Ordering::Acquire)
     }
 
     /// Requests waiting now.
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Acquire)
     }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Leaves the queue when dropped: on a place, a timeout or a cancellation.
@@ -130,7 +201,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_queue_is_first_in_first_out() {
-        let bulkhead = Arc::new(Bulkhead::new(1, 8, Duration::from_secs(60)));
+        let bulkhead = Bulkhead::new(1, 8, Duration::from_secs(60));
         let held = bulkhead.try_enter().unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         for n in 0..5 {
@@ -154,7 +225,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn cancelled_waiters_leave_the_queue_at_once() {
-        let bulkhead = Arc::new(Bulkhead::new(1, 100, Duration::from_secs(60)));
+        let bulkhead = Bulkhead::new(1, 100, Duration::from_secs(60));
         let held = bulkhead.try_enter().unwrap();
         let waiters: Vec<_> = (0..50)
             .map(|_| {
@@ -173,6 +244,41 @@ mod tests {
         assert_eq!(bulkhead.queued(), 0);
         drop(held);
         assert_eq!(bulkhead.in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shrink_keeps_requests_in_flight_and_retires_places_as_they_return() {
+        let bulkhead = Bulkhead::new(3, 0, Duration::from_secs(1));
+        let held: Vec<_> = (0..3).map(|_| bulkhead.try_enter().unwrap()).collect();
+        bulkhead.resize(1, 0, Duration::from_secs(1));
+        assert_eq!(bulkhead.in_flight(), 3, "nobody is cut off");
+        let mut held = held.into_iter();
+        drop(held.next());
+        assert!(bulkhead.try_enter().is_none(), "2 still in flight, limit 1");
+        drop(held.next());
+        assert!(bulkhead.try_enter().is_none(), "1 still in flight, limit 1");
+        drop(held.next());
+        let one = bulkhead.try_enter().expect("the one remaining place");
+        assert!(bulkhead.try_enter().is_none());
+        drop(one);
+        bulkhead.resize(2, 0, Duration::from_secs(1));
+        let _a = bulkhead.try_enter().unwrap();
+        let _b = bulkhead.try_enter().unwrap();
+        assert!(bulkhead.try_enter().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn growing_cancels_retirements_still_owed() {
+        let bulkhead = Bulkhead::new(2, 0, Duration::from_secs(1));
+        let a = bulkhead.try_enter().unwrap();
+        let b = bulkhead.try_enter().unwrap();
+        bulkhead.resize(1, 0, Duration::from_secs(1));
+        bulkhead.resize(3, 0, Duration::from_secs(1));
+        let _c = bulkhead.try_enter().expect("a third place right away");
+        drop((a, b));
+        let _d = bulkhead.try_enter().unwrap();
+        let _e = bulkhead.try_enter().unwrap();
+        assert!(bulkhead.try_enter().is_none(), "exactly 3 places");
     }
 
     fn futures_poll<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {

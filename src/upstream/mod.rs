@@ -31,15 +31,58 @@ pub struct Upstream {
     pub state: Arc<UpstreamState>,
     pub backoff: crate::resilience::backoff::Backoff,
     scheme: UriScheme,
+    fresh_pool: bool,
 }
 
 impl Upstream {
     pub fn new(policy: Arc<UpstreamPolicy>, metrics: &Metrics) -> Result<Self, String> {
+        Self::build(policy, metrics, None)
+    }
+
+    /// The upstream for a changed `policy`, keeping from `old` what still
+    /// applies: the connection pool unless the address, TLS or pool settings
+    /// changed, and the resilience state part by part.
+    pub fn carry(
+        old: &Upstream,
+        policy: Arc<UpstreamPolicy>,
+        metrics: &Metrics,
+    ) -> Result<Self, String> {
+        Self::build(policy, metrics, Some(old))
+    }
+
+    /// Whether this upstream opened a new connection pool (to warm).
+    pub fn fresh_pool(&self) -> bool {
+        self.fresh_pool
+    }
+
+    fn build(
+        policy: Arc<UpstreamPolicy>,
+        metrics: &Metrics,
+        old: Option<&Upstream>,
+    ) -> Result<Self, String> {
         let upstream_metrics = Arc::new(metrics.upstream(&policy.name));
-        let client = client::build(&policy, upstream_metrics.connections_opened.clone())?;
+        let pool_key = |p: &UpstreamPolicy| {
+            (
+                p.url.scheme,
+                p.url.authority.clone(),
+                p.ca.clone(),
+                p.pool.clone(),
+            )
+        };
+        let kept_client = old
+            .filter(|o| pool_key(&o.policy) == pool_key(&policy))
+            .map(|o| o.client.clone());
+        let fresh_pool = kept_client.is_none();
+        let client = match kept_client {
+            Some(client) => client,
+            None => client::build(&policy, upstream_metrics.connections_opened.clone())?,
+        };
         let name_header = HeaderValue::from_str(&policy.name)
             .map_err(|_| format!("upstream name {:?} is not a header value", policy.name))?;
-        let state = Arc::new(UpstreamState::try_new(&policy)?);
+        let state = Arc::new(match old {
+            Some(old) => old.state.carry(&old.policy, &policy)?,
+            None => UpstreamState::try_new(&policy)?,
+        });
         upstream_metrics
             .circuit_state
             .set(state.breaker_state().gauge());
@@ -49,6 +92,7 @@ impl Upstream {
                 policy.retry.backoff.max,
             ),
             state,
+            fresh_pool,
             name: policy.name.as_str().into(),
             hash: policy_hash(&policy),
             scheme: match policy.url.scheme {

@@ -46,12 +46,12 @@ impl UpstreamRegistry {
                     changes.unchanged.push(name.clone());
                     old.clone()
                 }
-                old => {
-                    if old.is_some() {
-                        changes.changed.push(name.clone());
-                    } else {
-                        changes.added.push(name.clone());
-                    }
+                Some(old) => {
+                    changes.changed.push(name.clone());
+                    Arc::new(Upstream::carry(old, up.clone(), &self.metrics)?)
+                }
+                None => {
+                    changes.added.push(name.clone());
                     Arc::new(Upstream::new(up.clone(), &self.metrics)?)
                 }
             };

@@ -3,11 +3,10 @@
 //! request rate limiter. Transitions are logged and counted here, so the
 //! primitives in `crate::resilience` stay pure.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use prometheus::IntGauge;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use crate::config::{RateLimitKey, UpstreamPolicy};
@@ -15,7 +14,7 @@ use crate::metrics::UpstreamMetrics;
 use crate::resilience::breaker::{self, Admission, CircuitBreaker, Permit, Transition};
 use crate::resilience::bucket::{KeyedBuckets, TokenBucket};
 use crate::resilience::budget::RetryBudget;
-use crate::resilience::bulkhead::Bulkhead;
+use crate::resilience::bulkhead::{Bulkhead, Pass};
 
 /// How many tenants get a bucket of their own before idle ones are evicted.
 const MAX_TENANT_BUCKETS: usize = 10_000;
@@ -23,13 +22,15 @@ const MAX_TENANT_BUCKETS: usize = 10_000;
 /// The window of the retry budget (Finagle's and linkerd's default).
 const BUDGET_WINDOW: Duration = Duration::from_secs(10);
 
+/// Each part is shared so that a reload can carry it into the upstream's
+/// next state when the policy it depends on did not change.
 pub struct UpstreamState {
-    breaker: Mutex<CircuitBreaker>,
-    budget: Mutex<RetryBudget>,
-    pub bulkhead: Bulkhead,
-    limiter: Option<RequestLimiter>,
+    breaker: Arc<Mutex<CircuitBreaker>>,
+    budget: Arc<Mutex<RetryBudget>>,
+    pub bulkhead: Arc<Bulkhead>,
+    limiter: Option<Arc<RequestLimiter>>,
     /// `tokens_per_minute`: charged after the fact, may go into debt.
-    tokens: Option<RequestLimiter>,
+    tokens: Option<Arc<RequestLimiter>>,
 }
 
 /// Buckets for one rate, global or one per tenant.
@@ -60,30 +61,65 @@ impl UpstreamState {
         let limiter = policy.rate_limit.as_ref().and_then(|rl| {
             let rate = rl.requests_per_second?;
             let burst = rl.burst.map_or(rate.ceil().max(1.0), f64::from);
-            Some(keyed(rl.key, rate, burst))
+            Some(Arc::new(keyed(rl.key, rate, burst)))
         });
         let tokens = policy.rate_limit.as_ref().and_then(|rl| {
             let per_minute = rl.tokens_per_minute? as f64;
-            Some(keyed(rl.key, per_minute / 60.0, per_minute))
+            Some(Arc::new(keyed(rl.key, per_minute / 60.0, per_minute)))
         });
         let c = &policy.concurrency;
         Ok(Self {
-            breaker: Mutex::new(CircuitBreaker::try_new(&policy.circuit_breaker, now)?),
-            budget: Mutex::new(RetryBudget::new(
+            breaker: Arc::new(Mutex::new(CircuitBreaker::try_new(
+                &policy.circuit_breaker,
+                now,
+            )?)),
+            budget: Arc::new(Mutex::new(RetryBudget::new(
                 policy.retry.budget.ratio,
                 policy.retry.budget.min_per_second,
                 BUDGET_WINDOW,
                 now,
-            )),
+            ))),
             bulkhead: Bulkhead::new(c.max_in_flight, c.max_queue, c.queue_timeout),
             limiter,
             tokens,
         })
     }
 
+    /// The state for `new`, keeping from `old` (built for `old_policy`) every
+    /// part whose policy did not change: an open breaker stays open across a
+    /// retry change, a tenant's bucket keeps its debt across a timeout
+    /// change. The bulkhead is always kept and resized, so requests in
+    /// flight keep their places.
+    pub fn carry(&self, old_policy: &UpstreamPolicy, new: &UpstreamPolicy) -> Result<Self, String> {
+        let mut next = Self::try_new(new)?;
+        if old_policy.circuit_breaker == new.circuit_breaker {
+            next.breaker = self.breaker.clone();
+        }
+        if old_policy.retry.budget == new.retry.budget {
+            next.budget = self.budget.clone();
+        }
+        let c = &new.concurrency;
+        self.bulkhead
+            .resize(c.max_in_flight, c.max_queue, c.queue_timeout);
+        next.bulkhead = self.bulkhead.clone();
+        let (old_rl, new_rl) = (old_policy.rate_limit.as_ref(), new.rate_limit.as_ref());
+        let request_part = |rl: Option<&crate::config::RateLimitPolicy>| {
+            rl.map(|r| (r.requests_per_second.map(f64::to_bits), r.burst, r.key))
+        };
+        if request_part(old_rl) == request_part(new_rl) {
+            next.limiter = self.limiter.clone();
+        }
+        let token_part =
+            |rl: Option<&crate::config::RateLimitPolicy>| rl.map(|r| (r.tokens_per_minute, r.key));
+        if token_part(old_rl) == token_part(new_rl) {
+            next.tokens = self.tokens.clone();
+        }
+        Ok(next)
+    }
+
     /// The request rate limit: `Err(wait)` when spent.
     pub fn limit_request(&self, tenant: &str, now: Instant) -> Result<(), Duration> {
-        match &self.limiter {
+        match self.limiter.as_deref() {
             None => Ok(()),
             Some(RequestLimiter::Global(bucket)) => lock(bucket).try_withdraw(1.0, now),
             Some(RequestLimiter::Tenant(buckets)) => lock(buckets).try_withdraw(tenant, 1.0, now),
@@ -93,7 +129,7 @@ impl UpstreamState {
     /// The token rate limit: `Err(wait)` while the key is in debt, the wait
     /// computed from the refill rate.
     pub fn limit_tokens(&self, tenant: &str, now: Instant) -> Result<(), Duration> {
-        match &self.tokens {
+        match self.tokens.as_deref() {
             None => Ok(()),
             Some(RequestLimiter::Global(bucket)) => lock(bucket).check(now),
             Some(RequestLimiter::Tenant(buckets)) => lock(buckets).check(tenant, now),
@@ -102,7 +138,7 @@ impl UpstreamState {
 
     /// Charges the tokens a finished request really used.
     pub fn charge_tokens(&self, tenant: &str, tokens: u64, now: Instant) {
-        match &self.tokens {
+        match self.tokens.as_deref() {
             None => {}
             Some(RequestLimiter::Global(bucket)) => lock(bucket).charge(tokens as f64, now),
             Some(RequestLimiter::Tenant(buckets)) => {
@@ -165,15 +201,15 @@ fn report(name: &str, metrics: &UpstreamMetrics, t: Transition) {
 /// A place at the upstream (a bulkhead permit), counted in `weir_in_flight`
 /// for as long as it is held: until the response ends or is dropped.
 pub struct Place {
-    _permit: OwnedSemaphorePermit,
+    _pass: Pass,
     gauge: IntGauge,
 }
 
 impl Place {
-    pub fn new(permit: OwnedSemaphorePermit, gauge: &IntGauge) -> Self {
+    pub fn new(pass: Pass, gauge: &IntGauge) -> Self {
         gauge.inc();
         Self {
-            _permit: permit,
+            _pass: pass,
             gauge: gauge.clone(),
         }
     }

@@ -290,18 +290,18 @@ impl Out<'_> {
             Some((s, e)) if e == a => self.span = Some((s, b)),
             _ => {
                 let chunk = self.chunk;
-                self.to_copy().extend_from_slice(&chunk[a..b]);
+                self.copied().extend_from_slice(&chunk[a..b]);
             }
         }
     }
 
     fn bytes(&mut self, bytes: &[u8]) {
         if self.on && !bytes.is_empty() {
-            self.to_copy().extend_from_slice(bytes);
+            self.copied().extend_from_slice(bytes);
         }
     }
 
-    fn to_copy(&mut self) -> &mut Vec<u8> {
+    fn copied(&mut self) -> &mut Vec<u8> {
         self.copy.get_or_insert_with(|| {
             let mut copy = Vec::with_capacity(self.chunk.len());
             if let Some((s, e)) = self.span.take() {

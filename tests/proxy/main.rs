@@ -15,6 +15,7 @@ mod fallback;
 mod headers;
 mod pooling;
 mod rate_limit;
+mod reload;
 mod retry;
 mod routing;
 mod streaming;

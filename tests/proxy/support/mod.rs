@@ -50,10 +50,24 @@ impl TestWeir {
         Self::start_with(policy, weir::Options::default()).await
     }
 
+    /// weir on the policy file at `path`, reloading it when it changes.
+    pub async fn start_watching(path: &std::path::Path) -> Self {
+        let policy = weir::config::load_file(path).unwrap_or_else(|e| panic!("{e}"));
+        let mut weir = weir::Weir::bind(policy).await.expect("weir binds");
+        weir.watch_policy(path.to_owned())
+            .await
+            .expect("the policy file is watched");
+        Self::run(weir)
+    }
+
     pub async fn start_with(policy: weir::config::Policy, options: weir::Options) -> Self {
         let weir = weir::Weir::bind_with(policy, options)
             .await
             .expect("weir binds");
+        Self::run(weir)
+    }
+
+    fn run(weir: weir::Weir) -> Self {
         let (stop, stopped) = oneshot::channel::<()>();
         let (proxy, admin, handle) = (weir.proxy_addr(), weir.admin_addr(), weir.handle());
         let task = tokio::spawn(weir.run(async move {
