@@ -34,7 +34,7 @@ const MODEL_TRIES: u8 = 8;
 const KEEP_CAPACITY: usize = 64 * 1024;
 
 /// Token usage and model of one SSE stream, read incrementally.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct SseUsage {
     strip: bool,
     /// Bytes of the current event from earlier chunks; in strip mode also
@@ -42,8 +42,8 @@ pub struct SseUsage {
     held: Vec<u8>,
     /// The current event grew past [`MAX_EVENT`]: not kept until its end.
     oversized: bool,
-    /// No byte of the current line seen yet.
-    line_start: bool,
+    /// Some byte of the current line has been seen.
+    mid_line: bool,
     /// The last byte seen was a `\r`: a `\n` next completes its line end.
     cr: bool,
     /// That `\r` ended an event: Some(whether the event was forwarded).
@@ -62,16 +62,7 @@ impl SseUsage {
     pub fn new(strip_usage_only: bool) -> Self {
         Self {
             strip: strip_usage_only,
-            held: Vec::new(),
-            oversized: false,
-            line_start: true,
-            cr: false,
-            cr_ended_event: None,
-            joined: Vec::new(),
-            model: None,
-            model_tries: 0,
-            usage: None,
-            stripped: false,
+            ..Self::default()
         }
     }
 
@@ -97,7 +88,7 @@ impl SseUsage {
     /// incomplete event, to forward unchanged. That event is not parsed.
     pub fn finish(&mut self) -> Option<Bytes> {
         self.oversized = false;
-        self.line_start = true;
+        self.mid_line = false;
         self.cr = false;
         self.cr_ended_event = None;
         let held = std::mem::take(&mut self.held);
@@ -133,8 +124,8 @@ impl SseUsage {
         }
         self.cr_ended_event = None;
         while let Some(p) = find_eol(&c[i..]).map(|p| p + i) {
-            let blank = self.line_start && p == i;
-            self.line_start = true;
+            let blank = !self.mid_line && p == i;
+            self.mid_line = false;
             let mut end = p + 1;
             if c[p] == b'\r' {
                 match c.get(end) {
@@ -145,7 +136,7 @@ impl SseUsage {
             }
             i = end;
             if blank {
-                let forwarded = self.complete(c, start, p + 1, end, out);
+                let forwarded = self.complete(c, start, p, end, out);
                 if self.cr {
                     self.cr_ended_event = Some(forwarded);
                 }
@@ -153,26 +144,19 @@ impl SseUsage {
             }
         }
         if i < c.len() {
-            self.line_start = false;
+            self.mid_line = true;
         }
         self.incomplete(c, start, out);
     }
 
-    /// The event ending in `c[..end]` is complete; its size counts up to
-    /// `size_end`, its blank line's first byte. Returns whether it was kept.
-    fn complete(
-        &mut self,
-        c: &[u8],
-        start: usize,
-        size_end: usize,
-        end: usize,
-        out: &mut Out,
-    ) -> bool {
+    /// The event in `c[start..end]` (after any held bytes) is complete; its
+    /// size counts up to its blank line at `eol`. Returns whether it is kept.
+    fn complete(&mut self, c: &[u8], start: usize, eol: usize, end: usize, out: &mut Out) -> bool {
         if std::mem::take(&mut self.oversized) {
             out.range(start, end);
             return true;
         }
-        if self.held.len() + (size_end - start) > MAX_EVENT {
+        if self.held.len() + (eol + 1 - start) > MAX_EVENT {
             out.bytes(&self.held);
             out.range(start, end);
             clear(&mut self.held);
@@ -364,7 +348,7 @@ fn data_of<'e>(event: &'e [u8], joined: &'e mut Vec<u8>) -> Option<&'e [u8]> {
 /// broken over two `data:` lines, say), which parsing then sorts out.
 fn has_live_usage(event: &[u8]) -> bool {
     let mut from = 0;
-    while let Some(g) = find_byte(&event[from..], b'g').map(|g| g + from) {
+    while let Some(g) = find_either(&event[from..], b'g', b'g').map(|g| g + from) {
         from = g + 1;
         if g < 4 || !event[g - 4..].starts_with(b"\"usage\"") {
             continue;
@@ -397,10 +381,6 @@ fn find_eol(s: &[u8]) -> Option<usize> {
     find_either(s, b'\n', b'\r')
 }
 
-fn find_byte(s: &[u8], a: u8) -> Option<usize> {
-    find_either(s, a, a)
-}
-
 fn find_either(s: &[u8], a: u8, b: u8) -> Option<usize> {
     let (va, vb) = (LSB * u64::from(a), LSB * u64::from(b));
     let words = s.chunks_exact(8);
@@ -426,187 +406,116 @@ mod tests {
 
     use super::*;
 
-    /// A stream of real shapes: events as lines, which one is usage-only.
-    struct Stream {
-        events: Vec<Vec<String>>,
-        usage_only: Option<usize>,
-        model: &'static str,
-        usage: Option<Usage>,
-    }
+    /// Real stream shapes (`\n` line ends here; tests rewrite them), each
+    /// with the model and `[prompt, completion, cached, reasoning]` it reports.
+    const CORPUS: [(&str, &str, Option<[u64; 4]>); 5] = [
+        (CHAT, "gpt-4o-mini", Some([19, 10, 3, 2])),
+        (TOOLS, "gpt-4o-mini", Some([80, 17, 0, 0])),
+        (REFUSAL, "gpt-4o", Some([12, 5, 0, 0])),
+        (RESPONSES, "gpt-4.1", Some([36, 87, 12, 64])),
+        (NO_USAGE, "mock-gpt", None),
+    ];
 
-    fn usage(prompt: u64, completion: u64, cached: u64, reasoning: u64) -> Option<Usage> {
-        let (p, c, cached, reasoning) = (prompt, completion, cached, reasoning);
-        Some(Usage {
-            prompt: p,
-            completion: c,
+    const CHAT: &str = r#"data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","system_fingerprint":"fp_0","choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}],"usage":null}
+
+data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","system_fingerprint":"fp_0","choices":[{"index":0,"delta":{"content":"Hello \"usage\": {"},"logprobs":null,"finish_reason":null}],"usage":null}
+
+: keep-alive
+
+data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","system_fingerprint":"fp_0","choices":[{"index":0,"delta":{"content":"usage"},"logprobs":null,"finish_reason":null}],"usage":null}
+
+data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","system_fingerprint":"fp_0","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}],"usage":null}
+
+data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","system_fingerprint":"fp_0","choices":[],"usage":{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29,"prompt_tokens_details":{"cached_tokens":3,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":2}}}
+
+data: [DONE]"#;
+
+    const TOOLS: &str = r#"data: {"id":"c2","object":"chat.completion.chunk","model":"gpt-4o-mini","choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get_weather","arguments":""}}]},"finish_reason":null}],"usage":null}
+
+data: {"id":"c2","object":"chat.completion.chunk","model":"gpt-4o-mini","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\":"}}]},"finish_reason":null}],"usage":null}
+
+data: {"id":"c2","object":"chat.completion.chunk","model":"gpt-4o-mini","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":" \"Paris\", \"usage\""}}]},"finish_reason":null}],"usage":null}
+
+data: {"id":"c2","object":"chat.completion.chunk","model":"gpt-4o-mini","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":": {\"x\": 1}}"}}]},"finish_reason":null}],"usage":null}
+
+data: {"id":"c2","object":"chat.completion.chunk","model":"gpt-4o-mini","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}],"usage":null}
+
+data: {"id":"c2","object":"chat.completion.chunk","model":"gpt-4o-mini","choices":[],"usage":{"prompt_tokens":80,"completion_tokens":17,"total_tokens":97}}
+
+data: [DONE]"#;
+
+    const REFUSAL: &str = r#"data: {"id":"c3","object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":0,"delta":{"role":"assistant","refusal":""},"finish_reason":null}],"usage":null}
+
+data: {"id":"c3","object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":0,"delta":{"refusal":"I can't"},"finish_reason":null}],"usage":null}
+
+data: {"id":"c3","object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":0,"delta":{"refusal":" help."},"finish_reason":null}],"usage":null}
+
+data: {"id":"c3","object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}
+
+data: {"id":"c3","object":"chat.completion.chunk","model":"gpt-4o","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17,"completion_tokens_details":{"reasoning_tokens":0}}}
+
+data: [DONE]"#;
+
+    const RESPONSES: &str = r#"event: response.created
+data: {"type":"response.created","sequence_number":0,"response":{"id":"resp_1","object":"response","status":"in_progress","model":"gpt-4.1","output":[],"usage":null}}
+
+event: response.output_text.delta
+data: {"type":"response.output_text.delta","sequence_number":1,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"Hi \"usage\": {\"input_tokens\": 99}"}
+
+: ping
+
+event: response.completed
+data: {"type":"response.completed","sequence_number":2,"response":{"id":"resp_1","object":"response","status":"completed",
+data: "model":"gpt-4.1","output":[{"type":"message","content":[{"type":"output_text","text":"Hi"}]}],"usage"
+data: :{"input_tokens":36,"input_tokens_details":{"cached_tokens":12},"output_tokens":87,
+data: "output_tokens_details":{"reasoning_tokens":64},"total_tokens":123}}}"#;
+
+    const NO_USAGE: &str = r#"retry: 3000
+id: 1
+
+data: {"id":"chatcmpl-mock","object":"chat.completion.chunk","created":0,"model":"mock-gpt","choices":[{"index":0,"delta":{"content":"tok0 "},"logprobs":null,"finish_reason":null}]}
+
+data: {"id":"chatcmpl-mock","object":"chat.completion.chunk","created":0,"model":"mock-gpt","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}]}
+
+data: [DONE]"#;
+
+    fn usage([prompt, completion, cached, reasoning]: [u64; 4]) -> Usage {
+        Usage {
+            prompt,
+            completion,
             cached,
             reasoning,
-        })
+        }
     }
 
-    fn chat(choices: &str, usage: &str) -> Vec<String> {
-        vec![format!(
-            r#"data: {{"id":"chatcmpl-9","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","system_fingerprint":"fp_0","choices":[{choices}],"usage":{usage}}}"#
-        )]
-    }
-
-    fn delta(delta: &str, finish: &str) -> Vec<String> {
-        let choice =
-            format!(r#"{{"index":0,"delta":{delta},"logprobs":null,"finish_reason":{finish}}}"#);
-        chat(&choice, "null")
-    }
-
-    fn lines(lines: &[&str]) -> Vec<String> {
-        lines.iter().map(|l| l.to_string()).collect()
-    }
-
-    fn corpus() -> Vec<Stream> {
-        let role = || {
-            delta(
-                r#"{"role":"assistant","content":"","refusal":null}"#,
-                "null",
-            )
-        };
-        let only = || {
-            chat(
-                "",
-                r#"{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29,"prompt_tokens_details":{"cached_tokens":3,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":2}}"#,
-            )
-        };
-        let done = || lines(&["data: [DONE]"]);
-        let args = |a: &str| {
-            delta(
-                &format!(r#"{{"tool_calls":[{{"index":0,"function":{{"arguments":{a}}}}}]}}"#),
-                "null",
-            )
-        };
-        let chat_usage = usage(19, 10, 3, 2);
-        let responses = |kind: &str, data: &str| {
-            vec![
-                format!("event: response.{kind}"),
-                format!(r#"data: {{"type":"response.{kind}",{data}"#),
-            ]
-        };
-        let mut completed = responses(
-            "completed",
-            r#""sequence_number":3,"response":{"id":"resp_1","object":"response","status":"completed","model":"gpt-4.1","output":[{"type":"message","content":[{"type":"output_text","text":"Hi"}]}],"#,
-        );
-        completed.extend(lines(&[r#"data: "usage":{"input_tokens":36,"input_tokens_details":{"cached_tokens":12},"#, r#"data: "output_tokens":87,"output_tokens_details":{"reasoning_tokens":64},"total_tokens":123}}}"#]));
-        let mock = |c: &str| {
-            lines(&[&format!(
-                r#"data: {{"id":"chatcmpl-mock","object":"chat.completion.chunk","created":0,"model":"mock-gpt","choices":[{{"index":0,"delta":{{"content":"{c}"}},"logprobs":null,"finish_reason":null}}]}}"#
-            )])
-        };
-        vec![
-            Stream {
-                events: vec![
-                    role(),
-                    delta(r#"{"content":"Hello"}"#, "null"),
-                    lines(&[": keep-alive"]),
-                    delta(r#"{"content":" \"usage\": {"}"#, "null"),
-                    delta(r#"{"content":"usage"}"#, "null"),
-                    delta("{}", r#""stop""#),
-                    only(),
-                    done(),
-                ],
-                usage_only: Some(6),
-                model: "gpt-4o-mini",
-                usage: chat_usage.clone(),
-            },
-            Stream {
-                events: vec![
-                    role(),
-                    delta(
-                        r#"{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get_weather","arguments":""}}]}"#,
-                        "null",
-                    ),
-                    args(r#""{\"city\":""#),
-                    args(r#"" \"Paris\", \"usage\"""#),
-                    args(r#"": null}""#),
-                    delta("{}", r#""tool_calls""#),
-                    only(),
-                    done(),
-                ],
-                usage_only: Some(6),
-                model: "gpt-4o-mini",
-                usage: chat_usage.clone(),
-            },
-            Stream {
-                events: vec![
-                    role(),
-                    delta(r#"{"refusal":"I can"}"#, "null"),
-                    delta(r#"{"refusal":"not help."}"#, "null"),
-                    delta("{}", r#""stop""#),
-                    only(),
-                    done(),
-                ],
-                usage_only: Some(4),
-                model: "gpt-4o-mini",
-                usage: chat_usage,
-            },
-            Stream {
-                events: vec![
-                    responses(
-                        "created",
-                        r#""sequence_number":0,"response":{"id":"resp_1","object":"response","status":"in_progress","model":"gpt-4.1","output":[],"usage":null}}"#,
-                    ),
-                    responses(
-                        "output_text.delta",
-                        r#""sequence_number":1,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"Hi \"usage\": {\"input_tokens\": 99}"}"#,
-                    ),
-                    lines(&[": ping"]),
-                    completed,
-                ],
-                usage_only: None,
-                model: "gpt-4.1",
-                usage: usage(36, 87, 12, 64),
-            },
-            Stream {
-                events: vec![
-                    lines(&["retry: 3000", "id: 1"]),
-                    mock("tok0 "),
-                    mock("tok1 "),
-                    done(),
-                ],
-                usage_only: None,
-                model: "mock-gpt",
-                usage: None,
-            },
-        ]
-    }
-
-    /// The stream's bytes with line ends by `mode` (`\n`, `\r\n`, `\r`, or
-    /// `\n`/`\r\n` mixed by the bits of `seed`), and those bytes without the
-    /// usage-only event.
-    fn build(s: &Stream, mode: u8, seed: u64) -> (Vec<u8>, Vec<u8>) {
-        let mut n = 0;
-        let mut eol = || {
-            n += 1;
-            match mode {
-                0 => "\n",
-                1 => "\r\n",
-                2 => "\r",
-                _ if seed.rotate_right(n) & 1 == 1 => "\r\n",
-                _ => "\n",
-            }
-        };
-        let (mut all, mut kept) = (Vec::new(), Vec::new());
-        for (i, event) in s.events.iter().enumerate() {
+    /// A corpus stream with line ends by `mode` (`\n`, `\r\n`, `\r`, or
+    /// `\n`/`\r\n` mixed by the bits of `seed`), and the same bytes without
+    /// its usage-only event.
+    fn build(text: &str, mode: u8, seed: u64) -> (Vec<u8>, Vec<u8>) {
+        let (mut all, mut kept, mut n) = (Vec::new(), Vec::new(), 0);
+        for event in text.split("\n\n") {
             let mut bytes = String::new();
-            for line in event {
+            for line in event.split('\n').chain([""]) {
+                n += 1;
                 bytes += line;
-                bytes += eol();
+                bytes += match mode {
+                    0 => "\n",
+                    1 => "\r\n",
+                    2 => "\r",
+                    _ if seed.rotate_right(n) & 1 == 1 => "\r\n",
+                    _ => "\n",
+                };
             }
-            bytes += eol();
             all.extend_from_slice(bytes.as_bytes());
-            if s.usage_only != Some(i) {
+            if !event.contains(r#""choices":[],"usage":{"#) {
                 kept.extend_from_slice(bytes.as_bytes());
             }
         }
         (all, kept)
     }
 
-    /// Feeds `input` cut at `cuts` (sorted); returns the parser and what the client got.
+    /// Feeds `input` cut at `cuts` (sorted); returns the parser and what the
+    /// client received.
     fn run(strip: bool, input: &[u8], cuts: &[usize]) -> (SseUsage, Vec<u8>) {
         let input = Bytes::copy_from_slice(input);
         let (mut parser, mut sent, mut from) = (SseUsage::new(strip), Vec::new(), 0);
@@ -623,45 +532,47 @@ mod tests {
         (parser, sent)
     }
 
-    fn check(s: &Stream, (input, kept): &(Vec<u8>, Vec<u8>), cuts: &[usize]) {
+    /// Model, usage and forwarded bytes as expected, and as one-shot parsing
+    /// gives them, in both modes.
+    fn check(which: usize, (input, kept): &(Vec<u8>, Vec<u8>), cuts: &[usize]) {
+        let (_, model, expected) = CORPUS[which];
         for strip in [false, true] {
             let (parser, sent) = run(strip, input, cuts);
-            assert_eq!(parser.model(), Some(s.model));
-            assert_eq!(parser.usage(), s.usage.as_ref());
-            assert_eq!(parser.stripped(), strip && s.usage_only.is_some());
+            let (one_shot, _) = run(strip, input, &[]);
+            assert_eq!(parser.model(), Some(model));
+            assert_eq!(parser.usage(), expected.map(usage).as_ref());
+            assert_eq!(
+                (parser.model(), parser.usage()),
+                (one_shot.model(), one_shot.usage())
+            );
+            assert_eq!(parser.stripped(), strip && input != kept);
             assert!(sent == if strip { &kept[..] } else { &input[..] });
         }
     }
 
-    fn one_shot(which: usize, mode: u8) {
-        let s = &corpus()[which];
-        check(s, &build(s, mode, 0), &[]);
-    }
-
     #[test]
     fn chat_stream_with_include_usage_chunk() {
-        one_shot(0, 0);
-        let (parser, _) = run(false, &build(&corpus()[0], 0, 0).0, &[]);
-        assert_eq!(parser.usage(), usage(19, 10, 3, 2).as_ref());
-        assert_eq!(parser.model(), Some("gpt-4o-mini"));
+        check(0, &build(CHAT, 0, 0), &[]);
+        check(1, &build(TOOLS, 0, 0), &[]);
+        check(2, &build(REFUSAL, 0, 0), &[]);
     }
 
     #[test]
     fn responses_stream_with_multi_line_data() {
-        one_shot(3, 0);
-        one_shot(3, 2);
+        check(3, &build(RESPONSES, 0, 0), &[]);
+        check(3, &build(RESPONSES, 2, 0), &[]);
     }
 
     #[test]
     fn crlf_comments_and_done() {
-        for which in 0..5 {
-            one_shot(which, 1);
+        for (which, (text, ..)) in CORPUS.iter().enumerate() {
+            check(which, &build(text, 1, 0), &[]);
         }
     }
 
     #[test]
     fn no_usage_is_none() {
-        one_shot(4, 0);
+        check(4, &build(NO_USAGE, 0, 0), &[]);
         let (parser, _) = run(
             true,
             b"data: {\"model\":\"m\",\"usage\":null}\n\n: x\n\n",
@@ -672,30 +583,24 @@ mod tests {
 
     #[test]
     fn strip_false_never_alters_and_strip_removes_only_the_usage_only_event() {
-        let input =
-            b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1}}\r\n\r\ndata: [DONE]\r\n\r\n";
+        let only = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1}}";
+        let input = [&only[..], b"\r\n\r\ndata: [DONE]\r\n\r\n"].concat();
         let mut pass = SseUsage::new(false);
-        assert_eq!(pass.feed(&Bytes::from_static(input)), None);
+        assert_eq!(pass.feed(&Bytes::from(input.clone())), None);
         assert_eq!((pass.finish(), pass.stripped()), (None, false));
         let mut strip = SseUsage::new(true);
-        let out = strip.feed(&Bytes::from_static(input));
+        let out = strip.feed(&Bytes::from(input));
         assert_eq!(out.as_deref(), Some(&b"data: [DONE]\r\n\r\n"[..]));
-        assert!(strip.stripped() && strip.usage() == usage(1, 0, 0, 0).as_ref());
-        let (_, sent) = run(
-            true,
-            b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1}}",
-            &[7],
-        );
-        assert_eq!(
-            sent,
-            b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1}}"
-        );
+        assert!(strip.stripped() && strip.usage() == Some(&usage([1, 0, 0, 0])));
+        // An event the stream never ends is not read, but reaches the client.
+        let (parser, sent) = run(true, only, &[7]);
+        assert_eq!((&sent[..], parser.usage()), (&only[..], None));
     }
 
     #[test]
     fn oversized_event_is_bounded_and_forwarded_intact() {
         let mut input =
-            b": hi\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":5},\"pad\":\"".to_vec();
+            b": hi\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":5},\"x\":\"".to_vec();
         input.resize(input.len() + MAX_EVENT, b'x');
         let last = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7}}\r\n\r\n";
         input.extend_from_slice(b"\"}\r\n\r\n");
@@ -703,18 +608,16 @@ mod tests {
         let tail = input.len() - last.len();
         for (strip, step) in [(true, 65_536), (true, 100_003), (false, 65_536)] {
             let input = Bytes::from(input.clone());
-            let mut parser = SseUsage::new(strip);
-            let mut sent = Vec::new();
+            let (mut parser, mut sent) = (SseUsage::new(strip), Vec::new());
             for at in (0..input.len()).step_by(step) {
                 let chunk = input.slice(at..input.len().min(at + step));
                 sent.extend_from_slice(&parser.feed(&chunk).unwrap_or(chunk));
                 assert!(parser.held_capacity() <= MAX_EVENT + 1);
             }
             assert!(parser.held_capacity() <= KEEP_CAPACITY);
-            assert_eq!(parser.usage(), usage(7, 0, 0, 0).as_ref());
+            assert_eq!(parser.usage(), Some(&usage([7, 0, 0, 0])));
             assert_eq!(parser.stripped(), strip);
-            let expected = if strip { &input[..tail] } else { &input[..] };
-            assert!(sent == expected);
+            assert!(sent == if strip { &input[..tail] } else { &input[..] });
         }
     }
 
@@ -723,9 +626,9 @@ mod tests {
         for (event, live) in [
             (&br#"data: {"usage":null}"#[..], false),
             (br#"data: {"usage" : null,"content":"usage"}"#, false),
-            (br#"data: {"usage":{"prompt_tokens":1}}"#, true),
-            (b"data: {\"usage\"\ndata: :{}}", true),
             (br#"data: {"content":"\"usage\": {"}"#, false),
+            (br#"data: {"usage":{"prompt_tokens":1}}"#, true),
+            (b"data: {\"usage\"\ndata: :null}", true),
         ] {
             assert_eq!(
                 has_live_usage(event),
@@ -738,13 +641,13 @@ mod tests {
 
     #[test]
     fn every_split_position() {
-        for s in &corpus() {
+        for (which, (text, ..)) in CORPUS.iter().enumerate() {
             for mode in 0..4 {
-                let stream = build(s, mode, 0x9e37_79b9_7f4a_7c15);
+                let stream = build(text, mode, 0x9e37_79b9_7f4a_7c15);
                 for at in 0..=stream.0.len() {
-                    check(s, &stream, &[at]);
+                    check(which, &stream, &[at]);
                 }
-                check(s, &stream, &(0..stream.0.len()).collect::<Vec<_>>());
+                check(which, &stream, &(0..stream.0.len()).collect::<Vec<_>>());
             }
         }
     }
@@ -752,16 +655,15 @@ mod tests {
     proptest! {
         #[test]
         fn any_chunking_reads_what_one_shot_reads(
-            which in 0..5usize,
+            which in 0..CORPUS.len(),
             mode in 0..4u8,
             seed: u64,
             cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..24),
         ) {
-            let s = &corpus()[which];
-            let stream = build(s, mode, seed);
-            let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(stream.0.len() + 1)).collect();
+            let stream = build(CORPUS[which].0, mode, seed);
+            let mut cuts: Vec<_> = cuts.iter().map(|c| c.index(stream.0.len() + 1)).collect();
             cuts.sort_unstable();
-            check(s, &stream, &cuts);
+            check(which, &stream, &cuts);
         }
     }
 }

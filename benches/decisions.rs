@@ -1,0 +1,97 @@
+//! Micro-benchmarks of the per-request decisions on weir's hot path: route
+//! lookup, the breaker / bulkhead / token bucket decisions, and recording
+//! the metrics of one request. `cargo bench --bench decisions`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use weir::config::BreakerPolicy;
+use weir::metrics::{AttemptResult, Metrics, Outcome};
+use weir::proxy::route::Router;
+use weir::resilience::breaker::{Admission, CircuitBreaker, Outcome as BreakerOutcome};
+use weir::resilience::bucket::{KeyedBuckets, TokenBucket};
+use weir::resilience::bulkhead::Bulkhead;
+use weir::upstream::Upstream;
+
+fn router(upstreams: usize) -> Router {
+    let mut yaml = String::from("upstreams:\n");
+    for i in 0..upstreams {
+        yaml.push_str(&format!("  u{i}:\n    route: /api/v{i}\n    url: http://127.0.0.1:{}\n", 10000 + i));
+    }
+    let policy = weir::config::parse(&yaml, "bench.yaml", &|_| None).expect("bench policy is valid");
+    let metrics = Metrics::new();
+    Router::new(
+        policy
+            .upstreams
+            .values()
+            .map(|p| Arc::new(Upstream::new(p.clone(), &metrics).expect("upstream builds"))),
+    )
+}
+
+fn route_lookup(c: &mut Criterion) {
+    let mut group = c.benchmark_group("route");
+    for n in [3, 30] {
+        let router = router(n);
+        let path = format!("/api/v{}/chat/completions", n - 1);
+        group.bench_function(format!("longest_prefix_of_{n}_routes"), |b| {
+            b.iter(|| black_box(router.route(black_box(&path)).map(|(_, rest)| rest.len())))
+        });
+    }
+    group.finish();
+}
+
+fn decisions(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decide");
+    let now = tokio::time::Instant::now();
+    let mut breaker = CircuitBreaker::try_new(&BreakerPolicy::default(), now).expect("default breaker policy is valid");
+    group.bench_function("breaker_admit_and_record", |b| {
+        b.iter(|| {
+            if let (Admission::Allow(permit), _) = breaker.admit(now) {
+                black_box(breaker.record(permit, BreakerOutcome::Success, now));
+            }
+        })
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+    let bulkhead = runtime.block_on(async { Bulkhead::new(64, 256, Duration::from_secs(2)) });
+    group.bench_function("bulkhead_enter_and_leave", |b| {
+        b.iter(|| drop(black_box(bulkhead.try_enter())))
+    });
+    let mut bucket = TokenBucket::new(1e9, 1e9, now);
+    group.bench_function("token_bucket_withdraw", |b| {
+        b.iter(|| black_box(bucket.try_withdraw(1.0, now)))
+    });
+    let mut tenants = KeyedBuckets::new(1e9, 1e9, 10_000);
+    let keys: Vec<String> = (0..1000).map(|i| format!("tenant-{i}")).collect();
+    let mut i = 0;
+    group.bench_function("tenant_bucket_withdraw_1000_tenants", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            black_box(tenants.try_withdraw(&keys[i], 1.0, now))
+        })
+    });
+    group.finish();
+}
+
+fn record_metrics(c: &mut Criterion) {
+    let metrics = Metrics::new();
+    let m = metrics.upstream("bench");
+    c.bench_function("metrics/record_one_request", |b| {
+        b.iter(|| {
+            m.in_flight.inc();
+            m.attempt(AttemptResult::Status(200)).inc();
+            m.first_byte.observe(0.012);
+            m.overhead.observe(0.000_04);
+            m.in_flight.dec();
+            m.request(black_box(200), Outcome::Ok).inc();
+            m.duration.observe(0.015);
+        })
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500)).sample_size(30);
+    targets = route_lookup, decisions, record_metrics
+}
+criterion_main!(benches);
