@@ -17,9 +17,13 @@ use weir::upstream::Upstream;
 fn router(upstreams: usize) -> Router {
     let mut yaml = String::from("upstreams:\n");
     for i in 0..upstreams {
-        yaml.push_str(&format!("  u{i}:\n    route: /api/v{i}\n    url: http://127.0.0.1:{}\n", 10000 + i));
+        yaml.push_str(&format!(
+            "  u{i}:\n    route: /api/v{i}\n    url: http://127.0.0.1:{}\n",
+            10000 + i
+        ));
     }
-    let policy = weir::config::parse(&yaml, "bench.yaml", &|_| None).expect("bench policy is valid");
+    let policy =
+        weir::config::parse(&yaml, "bench.yaml", &|_| None).expect("bench policy is valid");
     let metrics = Metrics::new();
     Router::new(
         policy
@@ -44,7 +48,8 @@ fn route_lookup(c: &mut Criterion) {
 fn decisions(c: &mut Criterion) {
     let mut group = c.benchmark_group("decide");
     let now = tokio::time::Instant::now();
-    let mut breaker = CircuitBreaker::try_new(&BreakerPolicy::default(), now).expect("default breaker policy is valid");
+    let mut breaker = CircuitBreaker::try_new(&BreakerPolicy::default(), now)
+        .expect("default breaker policy is valid");
     group.bench_function("breaker_admit_and_record", |b| {
         b.iter(|| {
             if let (Admission::Allow(permit), _) = breaker.admit(now) {
@@ -52,7 +57,10 @@ fn decisions(c: &mut Criterion) {
             }
         })
     });
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
     let bulkhead = runtime.block_on(async { Bulkhead::new(64, 256, Duration::from_secs(2)) });
     group.bench_function("bulkhead_enter_and_leave", |b| {
         b.iter(|| drop(black_box(bulkhead.try_enter())))
