@@ -281,6 +281,86 @@ mod tests {
         assert!(bulkhead.try_enter().is_none(), "exactly 3 places");
     }
 
+    #[derive(Debug, Clone)]
+    enum Op {
+        Enter,
+        Queue,
+        Release(usize),
+        CancelWaiter(usize),
+        Resize(u32),
+        Tick,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(Op::Enter),
+            Just(Op::Queue),
+            (0usize..16).prop_map(Op::Release),
+            (0usize..16).prop_map(Op::CancelWaiter),
+            (1u32..6).prop_map(Op::Resize),
+            Just(Op::Tick),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever mix of entries, queued waiters, cancellations, timeouts
+        /// and resizes: never more in flight than the limit once shrinks have
+        /// drained, and every count back to zero when all have left.
+        #[test]
+        fn counts_return_to_zero(ops in proptest::collection::vec(op(), 1..60)) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let bulkhead = Bulkhead::new(2, 3, Duration::from_millis(50));
+                let mut held: Vec<Pass> = Vec::new();
+                let mut waiters: Vec<tokio::task::JoinHandle<Option<Pass>>> = Vec::new();
+                let mut cancelled = Vec::new();
+                for op in ops {
+                    match op {
+                        Op::Enter => held.extend(bulkhead.try_enter()),
+                        Op::Queue => {
+                            let b = bulkhead.clone();
+                            waiters.push(tokio::spawn(async move { b.wait().await.ok() }));
+                            tokio::task::yield_now().await;
+                        }
+                        Op::Release(i) if !held.is_empty() => {
+                            held.swap_remove(i % held.len());
+                        }
+                        Op::CancelWaiter(i) if !waiters.is_empty() => {
+                            let waiter = waiters.swap_remove(i % waiters.len());
+                            waiter.abort();
+                            cancelled.push(waiter);
+                        }
+                        Op::Resize(n) => bulkhead.resize(n, 3, Duration::from_millis(50)),
+                        Op::Tick => tokio::time::sleep(Duration::from_millis(20)).await,
+                        _ => {}
+                    }
+                    assert!(bulkhead.queued() <= 3, "the queue never exceeds max_queue");
+                }
+                // An aborted task's future is dropped when the scheduler next
+                // runs it: awaiting its handle waits for exactly that.
+                for w in cancelled.into_iter().chain(waiters) {
+                    w.abort();
+                    if let Ok(Some(pass)) = w.await {
+                        drop(pass);
+                    }
+                }
+                drop(held);
+                assert_eq!(bulkhead.in_flight(), 0);
+                assert_eq!(bulkhead.queued(), 0);
+                // Every place the current limit allows is free again.
+                let limit = bulkhead.limit.load(Ordering::Acquire);
+                let all: Vec<_> = (0..limit).map(|_| bulkhead.try_enter().expect("a free place")).collect();
+                assert!(bulkhead.try_enter().is_none(), "no more places than the limit");
+                drop(all);
+            });
+        }
+    }
+
     fn futures_poll<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {
         let waker = std::task::Waker::noop();
         let mut cx = std::task::Context::from_waker(waker);

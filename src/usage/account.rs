@@ -53,7 +53,10 @@ impl LabelCap {
     }
 }
 
-type SeriesKey = (Arc<str>, Box<str>, Box<str>);
+/// `[prompt, completion, cached, reasoning]` counters by upstream, model and
+/// tenant. Nested so that a lookup borrows the labels: nothing is allocated
+/// once a series exists.
+type Series = HashMap<Arc<str>, HashMap<Box<str>, HashMap<Box<str>, [IntCounter; 4]>>>;
 
 /// Counts tokens and writes usage events.
 pub struct Accountant {
@@ -61,8 +64,7 @@ pub struct Accountant {
     pub models: LabelCap,
     pub tenants: LabelCap,
     tokens: IntCounterVec,
-    /// `[prompt, completion, cached, reasoning]` per (upstream, model, tenant).
-    series: Mutex<HashMap<SeriesKey, [IntCounter; 4]>>,
+    series: Mutex<Series>,
 }
 
 impl Accountant {
@@ -86,13 +88,22 @@ impl Accountant {
         let model = self.models.admit(model);
         let tenant = self.tenants.admit(tenant);
         let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        let key: SeriesKey = (upstream.clone(), model.into(), tenant.into());
-        let counters = series.entry(key).or_insert_with(|| {
-            ["prompt", "completion", "cached", "reasoning"].map(|kind| {
+        if !series.contains_key(upstream) {
+            series.insert(upstream.clone(), HashMap::new());
+        }
+        let by_model = series.get_mut(upstream).expect("inserted above");
+        if !by_model.contains_key(model) {
+            by_model.insert(model.into(), HashMap::new());
+        }
+        let by_tenant = by_model.get_mut(model).expect("inserted above");
+        if !by_tenant.contains_key(tenant) {
+            let counters = ["prompt", "completion", "cached", "reasoning"].map(|kind| {
                 self.tokens
                     .with_label_values(&[upstream, model, tenant, kind])
-            })
-        });
+            });
+            by_tenant.insert(tenant.into(), counters);
+        }
+        let counters = by_tenant.get(tenant).expect("inserted above");
         for (counter, n) in counters.iter().zip([
             usage.prompt,
             usage.completion,

@@ -665,5 +665,26 @@ data: [DONE]"#;
             cuts.sort_unstable();
             check(which, &stream, &cuts);
         }
+
+        #[test]
+        fn any_input_reads_and_strips_alike_however_chunked(
+            parts in prop::collection::vec(prop::sample::select(&[
+                "data: ", "data:", "event: x", "\r", "\n", "\r\n", ":", "x", "\"usage\":",
+                r#"{"choices":[],"usage":{"prompt_tokens":1}}"#, r#"{"model":"m"}"#,
+                r#"{"choices":[{}],"usage":{"input_tokens":2}}"#, "null", "[DONE]",
+            ][..]), 0..40),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+        ) {
+            let input = parts.concat().into_bytes();
+            let mut cuts: Vec<_> = cuts.iter().map(|c| c.index(input.len() + 1)).collect();
+            cuts.sort_unstable();
+            let (one_shot, whole) = run(true, &input, &[]);
+            let (parser, sent) = run(true, &input, &cuts);
+            prop_assert_eq!((parser.model(), parser.usage()), (one_shot.model(), one_shot.usage()));
+            prop_assert_eq!(&sent, &whole);
+            prop_assert!(parser.stripped() || sent == input);
+            let (passed, _) = run(false, &input, &cuts);
+            prop_assert_eq!((passed.model(), passed.usage()), (one_shot.model(), one_shot.usage()));
+        }
     }
 }
