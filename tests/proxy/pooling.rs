@@ -105,3 +105,42 @@ where
     }
     out
 }
+
+#[tokio::test]
+async fn connections_the_upstream_closed_are_never_a_client_error() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Answers one request per connection, claims keep-alive, then closes:
+    // the way servers behave when their idle timeout is shorter than ours.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut read = 0;
+                while !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf[read..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => read += n,
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\nok")
+                    .await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    let weir = TestWeir::start(&policy(&format!(
+        "  llm:\n    route: /\n    url: http://{addr}\n    retry:\n      attempts: 1\n"
+    )))
+    .await;
+    for _ in 0..30 {
+        let response = send(get(&weir.url("/x"))).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(body_string(response).await, "ok");
+    }
+    server.abort();
+    weir.shutdown().await;
+}
