@@ -1,7 +1,7 @@
 //! Why: every streamed answer weir proxies passes through the SSE usage
 //! parser, and every non-streamed one through `parse_json`, so their cost is
 //! paid on the hot path of each request. This measures their throughput on
-//! realistic input: a 200-event chat stream (about 50 KB) fed one event per
+//! realistic input: a 200-event chat stream (about 55 KB) fed one event per
 //! chunk and in 64-byte chunks, in pass-through and strip mode, and a typical
 //! 1 KB chat completion.
 //!
