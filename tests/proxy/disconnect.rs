@@ -1,8 +1,6 @@
 //! A client that disconnects cancels its upstream request at once: the
 //! upstream connection is closed and the request is counted `cancelled`.
 
-use std::sync::{Arc, Mutex};
-
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
@@ -10,17 +8,7 @@ use crate::support::*;
 
 #[tokio::test]
 async fn client_disconnect_mid_stream_closes_the_upstream_connection() {
-    let (streams_tx, mut streams) = mpsc::channel::<mpsc::Sender<Bytes>>(1);
-    let streams_tx = Arc::new(Mutex::new(streams_tx));
-    let upstream = MockUpstream::start(move |_| {
-        let streams_tx = streams_tx.lock().unwrap().clone();
-        async move {
-            let (events, response) = sse_body();
-            streams_tx.send(events).await.unwrap();
-            response
-        }
-    })
-    .await;
+    let (upstream, mut streams) = MockUpstream::held_streams().await;
     let weir = TestWeir::start(&policy(&format!(
         "  llm:\n    route: /\n    url: {}\n",
         upstream.url()
@@ -53,15 +41,7 @@ async fn client_disconnect_mid_stream_closes_the_upstream_connection() {
     })
     .await;
     let cancelled = r#"weir_requests_total{code="200",outcome="cancelled",upstream="llm"}"#;
-    let mut seen = 0.0;
-    for _ in 0..200 {
-        seen = weir.metric(cancelled).await;
-        if seen == 1.0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(seen, 1.0);
+    assert_eq!(weir.metric_eventually(cancelled, 1.0).await, 1.0);
     assert_eq!(weir.metric(r#"weir_in_flight{upstream="llm"}"#).await, 0.0);
     weir.shutdown().await;
 }
@@ -95,14 +75,6 @@ async fn client_disconnect_before_the_answer_cancels_the_upstream_request() {
     })
     .await;
     let cancelled = r#"weir_requests_total{code="499",outcome="cancelled",upstream="llm"}"#;
-    let mut seen = 0.0;
-    for _ in 0..200 {
-        seen = weir.metric(cancelled).await;
-        if seen == 1.0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(seen, 1.0);
+    assert_eq!(weir.metric_eventually(cancelled, 1.0).await, 1.0);
     weir.shutdown().await;
 }

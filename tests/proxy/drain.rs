@@ -1,26 +1,13 @@
 //! SIGTERM-style drain: not ready at once, new connections refused, running
 //! requests and streams finish, then weir exits cleanly.
 
-use std::sync::{Arc, Mutex};
-
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 use crate::support::*;
 
 #[tokio::test]
 async fn a_running_stream_finishes_while_new_connections_are_refused() {
-    let (streams_tx, mut streams) = mpsc::channel::<mpsc::Sender<Bytes>>(1);
-    let streams_tx = Arc::new(Mutex::new(streams_tx));
-    let upstream = MockUpstream::start(move |_| {
-        let streams_tx = streams_tx.lock().unwrap().clone();
-        async move {
-            let (events, response) = sse_body();
-            streams_tx.send(events).await.unwrap();
-            response
-        }
-    })
-    .await;
+    let (upstream, mut streams) = MockUpstream::held_streams().await;
     let mut weir = TestWeir::start(&policy(&format!(
         "  llm:\n    route: /\n    url: {}\n",
         upstream.url()

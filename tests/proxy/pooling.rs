@@ -126,7 +126,9 @@ async fn connections_the_upstream_closed_are_never_a_client_error() {
                     }
                 }
                 let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\nok")
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\nok",
+                    )
                     .await;
                 let _ = stream.shutdown().await;
             });

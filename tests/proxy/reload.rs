@@ -323,18 +323,7 @@ async fn a_changed_upstream_keeps_its_open_breaker_and_its_pool() {
 
 #[tokio::test]
 async fn a_stream_survives_a_reload_that_removes_its_upstream() {
-    let (senders_tx, mut senders) =
-        tokio::sync::mpsc::channel::<tokio::sync::mpsc::Sender<Bytes>>(1);
-    let senders_tx = Arc::new(std::sync::Mutex::new(senders_tx));
-    let streaming = MockUpstream::start(move |_| {
-        let tx = senders_tx.lock().unwrap().clone();
-        async move {
-            let (events, response) = sse_body();
-            tx.send(events).await.unwrap();
-            response
-        }
-    })
-    .await;
+    let (streaming, mut senders) = MockUpstream::held_streams().await;
     let other = MockUpstream::fixed("other").await;
     let dir = Dir::new("removed");
     let path = dir.0.join("weir.yaml");

@@ -1,33 +1,13 @@
 //! A streamed (SSE) response reaches the client event by event as the
 //! upstream sends it: nothing waits for the end.
 
-use std::sync::{Arc, Mutex};
-
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 use crate::support::*;
 
-/// An upstream whose SSE events the test writes one at a time.
-async fn held_stream() -> (MockUpstream, mpsc::Receiver<mpsc::Sender<Bytes>>) {
-    let (senders_tx, senders_rx) = mpsc::channel(4);
-    let senders_tx = Arc::new(Mutex::new(senders_tx));
-    let upstream = MockUpstream::start(move |_| {
-        let senders_tx = senders_tx.clone();
-        async move {
-            let (events, response) = sse_body();
-            let tx = senders_tx.lock().unwrap().clone();
-            tx.send(events).await.unwrap();
-            response
-        }
-    })
-    .await;
-    (upstream, senders_rx)
-}
-
 #[tokio::test]
 async fn each_event_reaches_the_client_while_the_upstream_holds_the_rest() {
-    let (upstream, mut streams) = held_stream().await;
+    let (upstream, mut streams) = MockUpstream::held_streams().await;
     let weir = TestWeir::start(&policy(&format!(
         "  llm:\n    route: /v1\n    url: {}\n",
         upstream.url()

@@ -119,6 +119,19 @@ impl TestWeir {
         metric_value(&self.scrape().await, sample)
     }
 
+    /// Waits (bounded) until `sample` reaches `value`; returns the last value
+    /// seen, for the caller's assertion.
+    pub async fn metric_eventually(&self, sample: &str, value: f64) -> f64 {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let seen = self.metric(sample).await;
+            if seen == value || tokio::time::Instant::now() >= deadline {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub async fn admin_get(&self, path: &str) -> (u16, String) {
         let response = client()
             .get(format!("http://{}{path}", self.admin).parse().unwrap())

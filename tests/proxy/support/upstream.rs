@@ -143,6 +143,24 @@ impl MockUpstream {
         }
     }
 
+    /// An upstream answering every request with an SSE stream whose events
+    /// the test writes: each request's event sender arrives on the returned
+    /// channel, so the test decides when each event goes out.
+    pub async fn held_streams() -> (Self, mpsc::Receiver<mpsc::Sender<Bytes>>) {
+        let (senders_tx, senders_rx) = mpsc::channel(4);
+        let upstream = Self::start(move |_| {
+            let senders_tx = senders_tx.clone();
+            async move {
+                let (events, response) = sse_body();
+                // The test holds the receiver for as long as it cares.
+                let _ = senders_tx.send(events).await;
+                response
+            }
+        })
+        .await;
+        (upstream, senders_rx)
+    }
+
     /// An upstream that answers every request 200 with `body`.
     pub async fn fixed(body: &'static str) -> Self {
         Self::start(move |_| async move { Response::new(full(body)) }).await
