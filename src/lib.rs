@@ -325,9 +325,9 @@ impl Handle {
         if old.usage_log != policy.usage_log {
             tracing::warn!("a `usage_log` path change takes effect only at restart");
         }
-        let accountant = &self.shared.accountant;
-        accountant.models.set_max(policy.metrics.max_models);
-        accountant.tenants.set_max(policy.metrics.max_tenants);
+        self.shared
+            .accountant
+            .set_caps(policy.metrics.max_models, policy.metrics.max_tenants);
         let (snapshot, changes) = self
             .registry
             .snapshot(Arc::new(policy))

@@ -38,22 +38,40 @@ impl Replay {
             return Ok(Replay::Once(Some(RequestBody::Incoming(body))));
         }
         let mut body = body;
-        let mut held = BytesMut::with_capacity(declared.map_or(8 * 1024, |n| n as usize));
+        // The usual small JSON body arrives in one frame: keep it as it is
+        // (no copy); join frames only when there are several.
+        let mut first: Option<Bytes> = None;
+        let mut joined: Option<BytesMut> = None;
+        let mut held = 0usize;
         while let Some(frame) = body.frame().await {
-            let frame = frame?;
-            if let Ok(data) = frame.into_data() {
-                held.extend_from_slice(&data);
-                if held.len() > REPLAY_LIMIT {
-                    // Too large after all (no content-length): send what was
-                    // read, then the rest, once.
-                    return Ok(Replay::Once(Some(RequestBody::Prefixed {
-                        prefix: Some(held.freeze()),
-                        rest: body,
-                    })));
+            let Ok(data) = frame?.into_data() else {
+                continue;
+            };
+            held += data.len();
+            match (&mut first, &mut joined) {
+                (None, _) => first = Some(data),
+                (Some(head), None) => {
+                    let mut all =
+                        BytesMut::with_capacity(declared.map_or(2 * held, |n| n as usize));
+                    all.extend_from_slice(head);
+                    all.extend_from_slice(&data);
+                    joined = Some(all);
                 }
+                (Some(_), Some(all)) => all.extend_from_slice(&data),
+            }
+            if held > REPLAY_LIMIT {
+                // Too large after all (no content-length): send what was
+                // read, then the rest, once.
+                let prefix = joined.map(BytesMut::freeze).or(first);
+                return Ok(Replay::Once(Some(RequestBody::Prefixed {
+                    prefix,
+                    rest: body,
+                })));
             }
         }
-        Ok(Replay::Buffered(held.freeze()))
+        Ok(Replay::Buffered(
+            joined.map(BytesMut::freeze).or(first).unwrap_or_default(),
+        ))
     }
 
     /// The body for the next attempt; `None` when a streamed body was sent.

@@ -25,14 +25,14 @@ pub const OTHER: &str = "other";
 /// Label values admitted first-come up to a cap; later ones become `other`.
 pub struct LabelCap {
     max: AtomicUsize,
-    seen: Mutex<HashSet<Box<str>>>,
+    seen: HashSet<Box<str>>,
 }
 
 impl LabelCap {
     pub fn new(max: usize) -> Self {
         Self {
             max: AtomicUsize::new(max),
-            seen: Mutex::new(HashSet::new()),
+            seen: HashSet::new(),
         }
     }
 
@@ -40,13 +40,12 @@ impl LabelCap {
         self.max.store(max, Ordering::Relaxed);
     }
 
-    pub fn admit<'a>(&self, value: &'a str) -> &'a str {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.contains(value) {
+    pub fn admit<'a>(&mut self, value: &'a str) -> &'a str {
+        if self.seen.contains(value) {
             return value;
         }
-        if seen.len() < self.max.load(Ordering::Relaxed) {
-            seen.insert(value.into());
+        if self.seen.len() < self.max.load(Ordering::Relaxed) {
+            self.seen.insert(value.into());
             return value;
         }
         OTHER
@@ -58,13 +57,18 @@ impl LabelCap {
 /// once a series exists.
 type Series = HashMap<Arc<str>, HashMap<Box<str>, HashMap<Box<str>, [IntCounter; 4]>>>;
 
+struct Labels {
+    models: LabelCap,
+    tenants: LabelCap,
+    series: Series,
+}
+
 /// Counts tokens and writes usage events.
 pub struct Accountant {
     pub log: Option<UsageLog>,
-    pub models: LabelCap,
-    pub tenants: LabelCap,
     tokens: IntCounterVec,
-    series: Mutex<Series>,
+    /// One short lock per finished request with usage.
+    labels: Mutex<Labels>,
 }
 
 impl Accountant {
@@ -76,18 +80,32 @@ impl Accountant {
     ) -> Self {
         Self {
             log,
-            models: LabelCap::new(max_models),
-            tenants: LabelCap::new(max_tenants),
             tokens,
-            series: Mutex::new(HashMap::new()),
+            labels: Mutex::new(Labels {
+                models: LabelCap::new(max_models),
+                tenants: LabelCap::new(max_tenants),
+                series: HashMap::new(),
+            }),
         }
+    }
+
+    /// New label caps (a reload); label values already admitted stay.
+    pub fn set_caps(&self, max_models: usize, max_tenants: usize) {
+        let labels = self.labels.lock().unwrap_or_else(|e| e.into_inner());
+        labels.models.set_max(max_models);
+        labels.tenants.set_max(max_tenants);
     }
 
     /// Adds one answer's tokens to `weir_tokens_total`.
     pub fn count(&self, upstream: &Arc<str>, model: &str, tenant: &str, usage: &Usage) {
-        let model = self.models.admit(model);
-        let tenant = self.tenants.admit(tenant);
-        let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let mut labels = self.labels.lock().unwrap_or_else(|e| e.into_inner());
+        let Labels {
+            models,
+            tenants,
+            series,
+        } = &mut *labels;
+        let model = models.admit(model);
+        let tenant = tenants.admit(tenant);
         if !series.contains_key(upstream) {
             series.insert(upstream.clone(), HashMap::new());
         }
@@ -120,7 +138,12 @@ impl Accountant {
 /// Reads usage from a response body as it passes.
 pub enum Tap {
     Off,
-    Json { held: BytesMut, overflow: bool },
+    /// The frames of a JSON answer, kept by reference (no copy).
+    Json {
+        held: Vec<Bytes>,
+        len: usize,
+        overflow: bool,
+    },
     Sse(Box<SseUsage>),
 }
 
@@ -146,7 +169,8 @@ impl Tap {
             Tap::Sse(Box::new(SseUsage::new(strip)))
         } else if content_type.contains("json") {
             Tap::Json {
-                held: BytesMut::new(),
+                held: Vec::new(),
+                len: 0,
                 overflow: false,
             }
         } else {
@@ -158,13 +182,18 @@ impl Tap {
     pub fn feed(&mut self, chunk: Bytes) -> Bytes {
         match self {
             Tap::Off => chunk,
-            Tap::Json { held, overflow } => {
+            Tap::Json {
+                held,
+                len,
+                overflow,
+            } => {
                 if !*overflow {
-                    if held.len() + chunk.len() > JSON_LIMIT {
+                    *len += chunk.len();
+                    if *len > JSON_LIMIT {
                         *overflow = true;
-                        *held = BytesMut::new();
+                        *held = Vec::new();
                     } else {
-                        held.extend_from_slice(&chunk);
+                        held.push(chunk.clone());
                     }
                 }
                 chunk
@@ -186,7 +215,16 @@ impl Tap {
         match self {
             Tap::Off => None,
             Tap::Json { overflow: true, .. } => Some((None, None)),
-            Tap::Json { held, .. } => Some(parse_json(held)),
+            Tap::Json { held, len, .. } => Some(match held.as_slice() {
+                [one] => parse_json(one),
+                frames => {
+                    let mut all = BytesMut::with_capacity(*len);
+                    for frame in frames {
+                        all.extend_from_slice(frame);
+                    }
+                    parse_json(&all)
+                }
+            }),
             Tap::Sse(sse) => Some((sse.model().map(str::to_owned), sse.usage().cloned())),
         }
     }
@@ -202,7 +240,7 @@ mod tests {
 
     #[test]
     fn labels_past_the_cap_become_other() {
-        let cap = LabelCap::new(2);
+        let mut cap = LabelCap::new(2);
         assert_eq!(cap.admit("a"), "a");
         assert_eq!(cap.admit("b"), "b");
         assert_eq!(cap.admit("c"), OTHER);
