@@ -88,11 +88,9 @@ impl Weir {
             ))),
             None => None,
         };
-        let proxy = TcpListener::bind(policy.listen)
-            .await
+        let proxy = listen(policy.listen)
             .with_context(|| format!("binding the proxy listener on {}", policy.listen))?;
-        let admin = TcpListener::bind(policy.admin)
-            .await
+        let admin = listen(policy.admin)
             .with_context(|| format!("binding the admin listener on {}", policy.admin))?;
         let log = match &policy.usage_log {
             Some(path) => Some(
@@ -344,6 +342,21 @@ impl Handle {
         self.shared.snapshot.store(Arc::new(snapshot));
         Ok(changes)
     }
+}
+
+/// Connections the kernel may hold for `accept`: tokio's default of 128
+/// overflows under a connect burst (nginx uses 511).
+const LISTEN_BACKLOG: u32 = 1024;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 fn problem(path: &Path, message: String) -> config::Problem {
