@@ -419,3 +419,62 @@ async fn sighup_reloads_the_policy_in_the_weir_binary() {
         .unwrap();
     assert!(status.success(), "SIGTERM drains and exits 0: {status}");
 }
+
+#[tokio::test]
+async fn a_new_max_in_flight_applies_without_losing_requests_in_flight() {
+    let (release, gate) = tokio::sync::watch::channel(false);
+    let upstream = MockUpstream::start(move |_| {
+        let mut gate = gate.clone();
+        async move {
+            let _ = gate.wait_for(|open| *open).await;
+            Response::new(full("done"))
+        }
+    })
+    .await;
+    let dir = Dir::new("resize");
+    let path = dir.0.join("weir.yaml");
+    let text = |max: u32| {
+        format!(
+            "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nupstreams:\n  a:\n    route: /a\n    url: {}\n    retry:\n      attempts: 1\n    concurrency:\n      max_in_flight: {max}\n      max_queue: 0\n",
+            upstream.url()
+        )
+    };
+    plain_write(&path, &text(1));
+    let weir = TestWeir::start_watching(&path).await;
+    let first = tokio::spawn(client().request(get(&weir.url("/a/1"))));
+    eventually("the first request is at the upstream", || {
+        upstream.hits() == 1
+    })
+    .await;
+    assert_eq!(
+        send(get(&weir.url("/a/2"))).await.headers()["x-weir-reject"],
+        "overloaded"
+    );
+
+    // Grow to 3: the held request keeps its place, two more fit.
+    plain_write(&path, &text(3));
+    weir.handle.reload(&path).await.unwrap();
+    let more: Vec<_> = (0..2)
+        .map(|i| tokio::spawn(client().request(get(&weir.url(&format!("/a/more{i}"))))))
+        .collect();
+    eventually("three requests at the upstream", || upstream.hits() == 3).await;
+    assert_eq!(
+        send(get(&weir.url("/a/4"))).await.headers()["x-weir-reject"],
+        "overloaded"
+    );
+
+    // Shrink to 1 while three are in flight: none is cut off.
+    plain_write(&path, &text(1));
+    weir.handle.reload(&path).await.unwrap();
+    release.send(true).unwrap();
+    assert_eq!(first.await.unwrap().unwrap().status(), 200);
+    for m in more {
+        assert_eq!(m.await.unwrap().unwrap().status(), 200);
+    }
+    assert_eq!(
+        weir.metric_eventually(r#"weir_in_flight{upstream="a"}"#, 0.0)
+            .await,
+        0.0
+    );
+    weir.shutdown().await;
+}
