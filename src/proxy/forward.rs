@@ -82,9 +82,19 @@ pub(super) async fn forward(
         && primary.policy.kind != UpstreamKind::Generic
         && parts.method == Method::POST;
     let wants_replay = primary.policy.retry.attempts > 1 || primary.policy.fallback.is_some();
-    let mut body = match Replay::new(body, &parts.headers, wants_replay || inspect).await {
-        Ok(body) => body,
-        Err(e) => return client_body_failed(primary, e, record),
+    // A client that sends its body slowly cannot hold weir past the request's
+    // own deadline.
+    let deadline = record.started() + primary.policy.timeouts.total;
+    let read = Replay::new(body, &parts.headers, wants_replay || inspect);
+    let mut body = match tokio::time::timeout_at(deadline, read).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => {
+            return client_body_failed(primary, http::StatusCode::BAD_REQUEST, &e, record)
+        }
+        Err(_) => {
+            let why = "the request body did not arrive within timeouts.total";
+            return client_body_failed(primary, http::StatusCode::REQUEST_TIMEOUT, &why, record);
+        }
     };
     let mut strip = false;
     if inspect {
@@ -540,16 +550,21 @@ fn finish(
     }
 }
 
-fn client_body_failed(up: &Arc<Upstream>, e: hyper::Error, mut record: Record) -> Response<Body> {
-    record.set_status(400);
+fn client_body_failed(
+    up: &Arc<Upstream>,
+    status: http::StatusCode,
+    error: &dyn std::fmt::Display,
+    mut record: Record,
+) -> Response<Body> {
+    record.set_status(status.as_u16());
     record.finish(Outcome::Cancelled);
     let body = serde_json::json!({"error": {
-        "message": format!("reading the request body failed: {e}"),
+        "message": format!("reading the request body failed: {error}"),
         "type": "invalid_request_error",
         "code": "bad_request_body",
     }});
     let mut response = Response::new(Body::full(Bytes::from(body.to_string())));
-    *response.status_mut() = http::StatusCode::BAD_REQUEST;
+    *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -162,3 +162,35 @@ async fn a_refused_connection_is_a_502() {
     );
     weir.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_client_that_stalls_its_body_gets_a_408_within_total() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = MockUpstream::fixed("never").await;
+    let weir = TestWeir::start(&policy(&format!(
+        "  llm:\n    route: /\n    url: {}\n    timeouts:\n      total: 300ms\n",
+        upstream.url()
+    )))
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(weir.proxy).await.unwrap();
+    stream
+        .write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{\"model\":")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(PATIENCE, stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "weir answers before closing");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let head = String::from_utf8_lossy(&answer);
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert_eq!(upstream.hits(), 0);
+    weir.shutdown().await;
+}
