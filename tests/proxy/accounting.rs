@@ -242,10 +242,8 @@ async fn a_bearer_key_is_a_tenant_by_its_hash_and_labels_are_capped() {
 
 #[tokio::test]
 async fn usage_log_lines_match_the_metrics() {
-    let dir = std::env::temp_dir().join(format!("weir-usage-it-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("usage.jsonl");
-    let _ = std::fs::remove_file(&path);
+    let dir = Scratch::new("usage-log");
+    let path = dir.0.join("usage.jsonl");
     let (weir, _mock) = llm_weir(&format!("usage_log: {}\n", path.display())).await;
     let plain = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"one two"}]}"#;
     let streamed = r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"one two three"}]}"#;
@@ -297,15 +295,12 @@ async fn usage_log_lines_match_the_metrics() {
             );
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
 async fn a_saturated_usage_log_drops_events_without_slowing_requests() {
-    let dir = std::env::temp_dir().join(format!("weir-usage-fifo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let fifo = dir.join("usage.fifo");
-    let _ = std::fs::remove_file(&fifo);
+    let dir = Scratch::new("usage-fifo");
+    let fifo = dir.0.join("usage.fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
     // A reader that opens the pipe but does not read until told: the writer
     // thread blocks once the pipe's buffer is full.
@@ -365,7 +360,6 @@ async fn a_saturated_usage_log_drops_events_without_slowing_requests() {
         total as f64,
         "every event is written or counted as dropped"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 //! replaces the old one atomically, an invalid one changes nothing; state is
 //! kept across reloads; and not one request fails meanwhile.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,26 +14,6 @@ use tokio::time::Instant;
 
 use crate::support::upstream::full;
 use crate::support::*;
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::SeqCst);
-        let path =
-            std::env::temp_dir().join(format!("weir-reload-{}-{name}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// An upstream that echoes `x-policy-version` and, on `/stream`, sends a
 /// few SSE events with short pauses.
@@ -112,7 +92,7 @@ async fn seen_version(weir: &TestWeir) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_rewrites_under_load_fail_no_request() {
     let upstream = versioned_upstream().await;
-    let dir = Dir::new("load");
+    let dir = Scratch::new("load");
     let path = dir.0.join("weir.yaml");
     // Fixed addresses are only what the file says; ports stay ephemeral
     // because `listen` and `admin` never change on reload.
@@ -241,7 +221,7 @@ async fn a_breaker_open_on_a_stays_open_across_a_reload_that_changes_only_b() {
         MockUpstream::start(|_| async { Response::builder().status(500).body(full("x")).unwrap() })
             .await;
     let other = MockUpstream::fixed("b").await;
-    let dir = Dir::new("breaker");
+    let dir = Scratch::new("breaker");
     let path = dir.0.join("weir.yaml");
     let text = |b_attempts: u32| {
         format!(
@@ -293,7 +273,7 @@ async fn a_changed_upstream_keeps_its_open_breaker_and_its_pool() {
     let failing =
         MockUpstream::start(|_| async { Response::builder().status(500).body(full("x")).unwrap() })
             .await;
-    let dir = Dir::new("carry");
+    let dir = Scratch::new("carry");
     let path = dir.0.join("weir.yaml");
     let text = |idle: &str| {
         format!(
@@ -325,7 +305,7 @@ async fn a_changed_upstream_keeps_its_open_breaker_and_its_pool() {
 async fn a_stream_survives_a_reload_that_removes_its_upstream() {
     let (streaming, mut senders) = MockUpstream::held_streams().await;
     let other = MockUpstream::fixed("other").await;
-    let dir = Dir::new("removed");
+    let dir = Scratch::new("removed");
     let path = dir.0.join("weir.yaml");
     let both = format!(
         "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nupstreams:\n  gone:\n    route: /gone\n    url: {}\n  stays:\n    route: /stays\n    url: {}\n",
@@ -374,7 +354,7 @@ async fn a_stream_survives_a_reload_that_removes_its_upstream() {
 async fn sighup_reloads_the_policy_in_the_weir_binary() {
     use tokio::io::{AsyncBufReadExt, BufReader};
     let upstream = MockUpstream::fixed("ok").await;
-    let dir = Dir::new("sighup");
+    let dir = Scratch::new("sighup");
     let path = dir.0.join("weir.yaml");
     plain_write(
         &path,
@@ -431,7 +411,7 @@ async fn a_new_max_in_flight_applies_without_losing_requests_in_flight() {
         }
     })
     .await;
-    let dir = Dir::new("resize");
+    let dir = Scratch::new("resize");
     let path = dir.0.join("weir.yaml");
     let text = |max: u32| {
         format!(
