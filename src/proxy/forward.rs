@@ -23,19 +23,17 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::body::{Body, Streaming};
-use super::headers::{
-    self, X_FORWARDED_PROTO, X_REQUEST_ID, X_SHOULD_RETRY, X_WEIR_ATTEMPTS, X_WEIR_UPSTREAM,
-};
+use super::admit::{enter, Ticket};
+use super::body::Body;
+use super::headers::{self, X_FORWARDED_PROTO, X_REQUEST_ID};
 use super::replay::Replay;
+use super::respond::{client_body_failed, count_rejection, finish, Answer};
 use super::{ClientConn, ProxyError, Record, Reject, Snapshot};
 use crate::config::{RetryOn, UpstreamKind};
-use crate::metrics::{AttemptResult, Outcome};
+use crate::metrics::AttemptResult;
 use crate::resilience::backoff::demanded_wait;
-use crate::resilience::breaker::{Admission, Outcome as BreakerOutcome, Permit};
-use crate::resilience::bulkhead::Refusal;
-use crate::upstream::{Place, Upstream};
-use crate::usage::account::Tap;
+use crate::resilience::breaker::{Admission, Outcome as BreakerOutcome};
+use crate::upstream::Upstream;
 use crate::usage::inject;
 
 /// Paths whose successful answers report token usage.
@@ -48,16 +46,6 @@ const USAGE_PATHS: [&str; 4] = [
 
 /// A 429 body is read (to tell quota from rate) only up to this size.
 const QUOTA_PEEK_LIMIT: u64 = 64 * 1024;
-
-/// What one upstream made of the request.
-enum Answer {
-    /// The upstream's response, streamed to the client.
-    Upstream(Response<Incoming>, Place),
-    /// The upstream's response, already read whole.
-    Buffered(http::response::Parts, Bytes),
-    /// weir's own answer.
-    Weir(ProxyError),
-}
 
 enum Step {
     /// Goes to the client as it is.
@@ -375,86 +363,6 @@ async fn try_upstream(
     }
 }
 
-/// A place in the upstream's bulkhead, queueing if needed.
-async fn enter(up: &Upstream) -> Result<Place, ProxyError> {
-    let m = &up.metrics;
-    if let Some(permit) = up.state.bulkhead.try_enter() {
-        return Ok(Place::new(permit, &m.in_flight));
-    }
-    let queued = Instant::now();
-    let waited = {
-        // Leaves the gauge when the wait ends or the client goes away.
-        let _depth = GaugeGuard::inc(&m.queue_depth);
-        up.state.bulkhead.wait().await
-    };
-    m.queue_wait.observe(queued.elapsed().as_secs_f64());
-    match waited {
-        Ok(permit) => Ok(Place::new(permit, &m.in_flight)),
-        Err(Refusal::Overloaded) => Err(ProxyError::new(
-            Reject::Overloaded,
-            format!(
-                "upstream `{}` is at its concurrency limit and its queue is full",
-                up.name
-            ),
-        )),
-        Err(Refusal::QueueTimeout) => Err(ProxyError::new(
-            Reject::QueueTimeout,
-            format!(
-                "waited {:?} for a place at upstream `{}`",
-                up.policy.concurrency.queue_timeout, up.name
-            ),
-        )),
-    }
-}
-
-/// Increments a gauge now and decrements it when dropped.
-struct GaugeGuard<'a>(&'a prometheus::IntGauge);
-
-impl<'a> GaugeGuard<'a> {
-    fn inc(gauge: &'a prometheus::IntGauge) -> Self {
-        gauge.inc();
-        Self(gauge)
-    }
-}
-
-impl Drop for GaugeGuard<'_> {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
-/// Records the breaker result exactly once; a request dropped mid-attempt
-/// (the client left) frees its half-open trial slot.
-struct Ticket<'a> {
-    up: &'a Upstream,
-    permit: Option<Permit>,
-}
-
-impl Ticket<'_> {
-    fn record(mut self, outcome: BreakerOutcome) {
-        if let Some(permit) = self.permit.take() {
-            let up = self.up;
-            up.state
-                .record(&up.name, &up.metrics, permit, outcome, Instant::now());
-        }
-    }
-}
-
-impl Drop for Ticket<'_> {
-    fn drop(&mut self) {
-        if let Some(permit) = self.permit.take() {
-            let up = self.up;
-            up.state.record(
-                &up.name,
-                &up.metrics,
-                permit,
-                BreakerOutcome::Ignored,
-                Instant::now(),
-            );
-        }
-    }
-}
-
 /// Reads a small 429 body to tell `insufficient_quota` (never retried) from
 /// a rate limit. Returns the answer with its body read, if it was.
 async fn peek_quota(answer: Answer, idle: Duration) -> (bool, Answer) {
@@ -481,115 +389,6 @@ async fn peek_quota(answer: Answer, idle: Duration) -> (bool, Answer) {
         error["code"] == "insufficient_quota" || error["type"] == "insufficient_quota"
     });
     (quota, Answer::Buffered(parts, bytes))
-}
-
-fn count_rejection(up: &Upstream, answer: &Answer) {
-    if let Answer::Weir(error) = answer {
-        up.metrics.rejected(error.reason).inc();
-    }
-}
-
-/// Turns an answer into the client's response, stamped with the headers
-/// every response carries.
-fn finish(
-    up: &Arc<Upstream>,
-    answer: Answer,
-    exhausted: bool,
-    strip: bool,
-    mut record: Record,
-) -> Response<Body> {
-    count_rejection(up, &answer);
-    let gave_up = exhausted && record.attempts() > 1;
-    match answer {
-        Answer::Upstream(response, place) => {
-            record.set_status(response.status().as_u16());
-            record.hold(place);
-            let answered = Instant::now();
-            let (mut parts, body) = response.into_parts();
-            headers::strip_hop_by_hop(&mut parts.headers);
-            stamp(&mut parts.headers, up, &record, gave_up);
-            let deadline = record.started() + up.policy.timeouts.total;
-            let tap =
-                Tap::for_response(up.policy.kind, parts.status.as_u16(), &parts.headers, strip);
-            record.set_streamed(tap.is_sse());
-            if tap.is_sse() {
-                // Removing the usage-only event changes the length.
-                parts.headers.remove(header::CONTENT_LENGTH);
-            }
-            let body = Streaming::new(body, tap, up.policy.timeouts.idle, deadline, record);
-            up.metrics
-                .overhead
-                .observe(answered.elapsed().as_secs_f64());
-            Response::from_parts(parts, Body::Upstream { inner: body })
-        }
-        Answer::Buffered(mut parts, bytes) => {
-            let status = parts.status.as_u16();
-            record.set_status(status);
-            record.finish(Outcome::for_status(status));
-            headers::strip_hop_by_hop(&mut parts.headers);
-            stamp(&mut parts.headers, up, &record, gave_up);
-            Response::from_parts(parts, Body::full(bytes))
-        }
-        Answer::Weir(error) => {
-            let reason = error.reason;
-            record.set_status(reason.status().as_u16());
-            record.finish(match reason.side() {
-                super::Side::Upstream => Outcome::UpstreamError,
-                _ => Outcome::Rejected,
-            });
-            let mut response = error.into_response();
-            let upstream_failure = reason.side() == super::Side::Upstream;
-            stamp(
-                response.headers_mut(),
-                up,
-                &record,
-                upstream_failure && record.attempts() > 1,
-            );
-            response
-        }
-    }
-}
-
-fn client_body_failed(
-    up: &Arc<Upstream>,
-    status: http::StatusCode,
-    error: &dyn std::fmt::Display,
-    mut record: Record,
-) -> Response<Body> {
-    record.set_status(status.as_u16());
-    record.finish(Outcome::Cancelled);
-    let body = serde_json::json!({"error": {
-        "message": format!("reading the request body failed: {error}"),
-        "type": "invalid_request_error",
-        "code": "bad_request_body",
-    }});
-    let mut response = Response::new(Body::full(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    stamp(response.headers_mut(), up, &record, false);
-    response
-}
-
-/// The headers every response carries.
-fn stamp(headers: &mut http::HeaderMap, up: &Upstream, record: &Record, gave_up: bool) {
-    headers.insert(X_WEIR_UPSTREAM, up.name_header.clone());
-    headers.insert(X_WEIR_ATTEMPTS, attempts_value(record.attempts()));
-    headers.insert(X_REQUEST_ID, record.request_id().clone());
-    if gave_up {
-        // weir already retried: SDKs must not multiply its attempts.
-        headers.insert(X_SHOULD_RETRY, HeaderValue::from_static("false"));
-    }
-}
-
-fn attempts_value(n: u32) -> HeaderValue {
-    const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
-    match SMALL.get(n as usize) {
-        Some(s) => HeaderValue::from_static(s),
-        None => HeaderValue::from(n),
-    }
 }
 
 fn error_chain(e: &hyper_util::client::legacy::Error) -> String {

@@ -2,24 +2,31 @@
 //!
 //! 1. **route** ([`route`]): the longest matching `route` picks the upstream;
 //!    no match is `404 no_route`.
-//! 2. **admit**: the upstream's resilience policies decide whether the request
-//!    may go now (the resilience issue adds breaker, bulkhead, rate limit).
-//! 3. **forward** ([`forward`]): the request is rewritten (path, hop-by-hop
-//!    headers, `host`, `x-forwarded-*`, policy `headers`) and sent through the
-//!    upstream's pooled client under `timeouts.first_byte`; the response body
-//!    streams back under `timeouts.idle` and `timeouts.total` ([`body`]).
-//! 4. **account** ([`record`]): the request is counted once, when its
+//! 2. **admit** (`admit`, and the limits at the top of `forward`): the
+//!    request and token rate limits, then per attempt the circuit breaker
+//!    and a place in the bulkhead.
+//! 3. **forward** (`forward`, `replay`): the body is kept for replay, the
+//!    request rewritten (path, hop-by-hop headers, `host`, `x-forwarded-*`,
+//!    policy `headers`, stream usage injection) and sent through the
+//!    upstream's pooled client under `timeouts.first_byte`, retried while the
+//!    policy and the budget allow, and handed to the `fallback` when the
+//!    upstream is open or exhausted.
+//! 4. **respond** (`respond`, [`body`]): the answer streams back under
+//!    `timeouts.idle` and `timeouts.total`, usage read as it passes.
+//! 5. **account** ([`record`]): the request is counted once, when its
 //!    response ends, fails or is abandoned by the client.
 //!
 //! One policy snapshot is read per request and kept to the end, so a reload
 //! never changes the rules under a running request.
 
+mod admit;
 pub mod body;
 mod error;
 mod forward;
 pub mod headers;
 mod record;
 mod replay;
+mod respond;
 pub mod route;
 
 use std::convert::Infallible;
