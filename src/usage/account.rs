@@ -55,13 +55,18 @@ impl LabelCap {
 /// `[prompt, completion, cached, reasoning]` counters by upstream, model and
 /// tenant. Nested so that a lookup borrows the labels: nothing is allocated
 /// once a series exists.
-type Series = HashMap<Arc<str>, HashMap<Box<str>, HashMap<Box<str>, [IntCounter; 4]>>>;
+/// A type's series is created when it is first reported, so a provider that
+/// never reports cached or reasoning tokens adds no zero series for them.
+type Series = HashMap<Arc<str>, HashMap<Box<str>, HashMap<Box<str>, [Option<IntCounter>; 4]>>>;
 
 struct Labels {
     models: LabelCap,
     tenants: LabelCap,
     series: Series,
 }
+
+/// The `type` label values of `weir_tokens_total`.
+const TOKEN_TYPES: [&str; 4] = ["prompt", "completion", "cached", "reasoning"];
 
 /// Counts tokens and writes usage events.
 pub struct Accountant {
@@ -115,21 +120,22 @@ impl Accountant {
         }
         let by_tenant = by_model.get_mut(model).expect("inserted above");
         if !by_tenant.contains_key(tenant) {
-            let counters = ["prompt", "completion", "cached", "reasoning"].map(|kind| {
-                self.tokens
-                    .with_label_values(&[upstream, model, tenant, kind])
-            });
-            by_tenant.insert(tenant.into(), counters);
+            by_tenant.insert(tenant.into(), Default::default());
         }
-        let counters = by_tenant.get(tenant).expect("inserted above");
-        for (counter, n) in counters.iter().zip([
+        let counters = by_tenant.get_mut(tenant).expect("inserted above");
+        let reported = [
             usage.prompt,
             usage.completion,
             usage.cached,
             usage.reasoning,
-        ]) {
+        ];
+        for ((slot, kind), n) in counters.iter_mut().zip(TOKEN_TYPES).zip(reported) {
             if n > 0 {
-                counter.inc_by(n);
+                slot.get_or_insert_with(|| {
+                    self.tokens
+                        .with_label_values(&[upstream, model, tenant, kind])
+                })
+                .inc_by(n);
             }
         }
     }

@@ -78,6 +78,10 @@ async fn non_streamed_chat_and_embeddings_are_counted_per_tenant_and_model() {
         metric_value(&text, r#"weir_usage_missing_total{upstream="llm"}"#),
         0.0
     );
+    assert!(
+        !text.contains(r#"type="cached""#) && !text.contains(r#"type="reasoning""#),
+        "no zero series for token types the upstream never reported"
+    );
     weir.shutdown().await;
 }
 
