@@ -186,6 +186,7 @@ impl Weir {
             }
             None => None,
         };
+        let admin_addr = admin.local_addr()?;
         let stop_admin = CancellationToken::new();
         let admin_task = tokio::spawn(admin::serve(
             admin,
@@ -197,7 +198,7 @@ impl Weir {
         }
         tracing::info!(
             proxy = %proxy.local_addr()?,
-            admin = %handle.admin_addr_hint(),
+            admin = %admin_addr,
             tls = tls.is_some(),
             "weir serving"
         );
@@ -231,10 +232,6 @@ impl Weir {
 }
 
 impl Handle {
-    fn admin_addr_hint(&self) -> SocketAddr {
-        self.shared.snapshot.load().policy.admin
-    }
-
     /// The policy requests are now served under.
     pub fn policy(&self) -> Arc<Policy> {
         self.shared.snapshot.load().policy.clone()

@@ -37,10 +37,6 @@ impl Body {
         Body::Full { data: Some(data) }
     }
 
-    pub fn empty() -> Self {
-        Body::Full { data: None }
-    }
-
     /// The bytes of a `Full` body; `None` for a stream.
     pub fn full_bytes(self) -> Option<Bytes> {
         match self {

@@ -378,7 +378,12 @@ async fn sighup_reloads_the_policy_in_the_weir_binary() {
     })
     .await
     .expect("weir starts");
-    let _ = admin;
+    // The log names the bound admin address, not the configured `:0`.
+    let ready = client()
+        .get(format!("http://{admin}/readyz").parse().unwrap())
+        .await
+        .expect("the logged admin address answers");
+    assert_eq!(ready.status(), 200);
     let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
     let reloaded = tokio::time::timeout(PATIENCE, async {
