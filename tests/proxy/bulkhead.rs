@@ -4,30 +4,13 @@
 
 use std::time::Duration;
 
-use http::Response;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::support::upstream::full;
 use crate::support::*;
-
-/// An upstream that holds every request until `release` is sent `true`.
-async fn gated() -> (MockUpstream, watch::Sender<bool>) {
-    let (release, gate) = watch::channel(false);
-    let upstream = MockUpstream::start(move |_| {
-        let mut gate = gate.clone();
-        async move {
-            let _ = gate.wait_for(|open| *open).await;
-            Response::new(full("done"))
-        }
-    })
-    .await;
-    (upstream, release)
-}
 
 #[tokio::test]
 async fn sheds_when_the_queue_is_full_and_times_out_in_the_queue() {
-    let (upstream, release) = gated().await;
+    let (upstream, release) = MockUpstream::gated().await;
     let weir = TestWeir::start(&policy(&format!(
         "  llm:\n    route: /\n    url: {}\n    retry:\n      attempts: 1\n    concurrency:\n      max_in_flight: 1\n      max_queue: 1\n      queue_timeout: 300ms\n",
         upstream.url()
@@ -82,7 +65,7 @@ async fn sheds_when_the_queue_is_full_and_times_out_in_the_queue() {
 
 #[tokio::test]
 async fn gauges_return_to_zero_after_many_cancelled_clients() {
-    let (upstream, _release) = gated().await;
+    let (upstream, _release) = MockUpstream::gated().await;
     let weir = TestWeir::start(&policy(&format!(
         "  llm:\n    route: /\n    url: {}\n    concurrency:\n      max_in_flight: 5\n      max_queue: 100\n      queue_timeout: 60s\n",
         upstream.url()
@@ -131,7 +114,7 @@ async fn gauges_return_to_zero_after_many_cancelled_clients() {
 
 #[tokio::test]
 async fn a_hanging_upstream_does_not_slow_another() {
-    let (hanging, _release) = gated().await;
+    let (hanging, _release) = MockUpstream::gated().await;
     let healthy = MockUpstream::fixed("fine").await;
     let weir = TestWeir::start(&policy(&format!(
         "  hang:\n    route: /hang\n    url: {}\n    concurrency:\n      max_in_flight: 4\n      max_queue: 4\n      queue_timeout: 30s\n  fine:\n    route: /fine\n    url: {}\n",

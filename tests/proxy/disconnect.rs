@@ -1,7 +1,6 @@
 //! A client that disconnects cancels its upstream request at once: the
 //! upstream connection is closed and the request is counted `cancelled`.
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::support::*;
@@ -16,15 +15,8 @@ async fn client_disconnect_mid_stream_closes_the_upstream_connection() {
     .await;
 
     let client = client();
-    let pending = tokio::spawn(client.request(post(&weir.url("/v1/chat/completions"), "{}")));
-    let events = streams.recv().await.unwrap();
-    events
-        .send(Bytes::from_static(b"data: 1\n\n"))
-        .await
-        .unwrap();
-    let response = pending.await.unwrap().unwrap();
-    let mut body = response.into_body();
-    assert_eq!(next_chunk(&mut body).await.unwrap().unwrap(), "data: 1\n\n");
+    let (events, body) =
+        open_stream(&client, &weir.url("/v1/chat/completions"), &mut streams).await;
     assert_eq!(upstream.open_connections(), 1);
 
     // The client goes away mid-stream.

@@ -15,14 +15,9 @@ async fn a_running_stream_finishes_while_new_connections_are_refused() {
     .await;
     assert_eq!(weir.admin_get("/readyz").await.0, 200);
 
-    let pending = tokio::spawn(client().request(post(&weir.url("/v1/chat/completions"), "{}")));
-    let events = streams.recv().await.unwrap();
-    events
-        .send(Bytes::from_static(b"data: 1\n\n"))
-        .await
-        .unwrap();
-    let mut body = pending.await.unwrap().unwrap().into_body();
-    assert_eq!(next_chunk(&mut body).await.unwrap().unwrap(), "data: 1\n\n");
+    let client = client();
+    let (events, mut body) =
+        open_stream(&client, &weir.url("/v1/chat/completions"), &mut streams).await;
 
     weir.begin_shutdown();
 

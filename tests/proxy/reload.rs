@@ -314,15 +314,13 @@ async fn a_stream_survives_a_reload_that_removes_its_upstream() {
     );
     plain_write(&path, &both);
     let weir = TestWeir::start_watching(&path).await;
-    let pending =
-        tokio::spawn(client().request(post(&weir.url("/gone/v1/chat/completions"), "{}")));
-    let events = senders.recv().await.unwrap();
-    events
-        .send(Bytes::from_static(b"data: 1\n\n"))
-        .await
-        .unwrap();
-    let mut body = pending.await.unwrap().unwrap().into_body();
-    assert_eq!(next_chunk(&mut body).await.unwrap().unwrap(), "data: 1\n\n");
+    let client = client();
+    let (events, mut body) = open_stream(
+        &client,
+        &weir.url("/gone/v1/chat/completions"),
+        &mut senders,
+    )
+    .await;
 
     let only_other = format!(
         "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nupstreams:\n  stays:\n    route: /stays\n    url: {}\n",
@@ -407,15 +405,7 @@ async fn sighup_reloads_the_policy_in_the_weir_binary() {
 
 #[tokio::test]
 async fn a_new_max_in_flight_applies_without_losing_requests_in_flight() {
-    let (release, gate) = tokio::sync::watch::channel(false);
-    let upstream = MockUpstream::start(move |_| {
-        let mut gate = gate.clone();
-        async move {
-            let _ = gate.wait_for(|open| *open).await;
-            Response::new(full("done"))
-        }
-    })
-    .await;
+    let (upstream, release) = MockUpstream::gated().await;
     let dir = Scratch::new("resize");
     let path = dir.0.join("weir.yaml");
     let text = |max: u32| {

@@ -258,6 +258,32 @@ pub async fn next_chunk(body: &mut Incoming) -> Option<Result<Bytes, hyper::Erro
     }
 }
 
+/// Starts a streamed POST to `url` against a [`MockUpstream::held_streams`]
+/// upstream, sends its first event and checks it arrived: the stream is
+/// then open, and the test holds the upstream's event sender.
+pub async fn open_stream(
+    client: &TestClient,
+    url: &str,
+    streams: &mut tokio::sync::mpsc::Receiver<tokio::sync::mpsc::Sender<Bytes>>,
+) -> (tokio::sync::mpsc::Sender<Bytes>, Incoming) {
+    let pending = tokio::spawn(client.request(post(url, "{}")));
+    let events = tokio::time::timeout(PATIENCE, streams.recv())
+        .await
+        .expect("the request reaches the upstream")
+        .expect("the upstream is running");
+    events
+        .send(Bytes::from_static(b"data: 1\n\n"))
+        .await
+        .unwrap();
+    let mut body = pending
+        .await
+        .unwrap()
+        .expect("response headers arrive")
+        .into_body();
+    assert_eq!(next_chunk(&mut body).await.unwrap().unwrap(), "data: 1\n\n");
+    (events, body)
+}
+
 /// Waits (bounded) until `condition` holds, polling every few milliseconds.
 pub async fn eventually<F: FnMut() -> bool>(what: &str, mut condition: F) {
     let deadline = tokio::time::Instant::now() + PATIENCE;

@@ -161,6 +161,21 @@ impl MockUpstream {
         (upstream, senders_rx)
     }
 
+    /// An upstream that holds every request until `true` is sent on the
+    /// returned gate, then answers 200 `done`.
+    pub async fn gated() -> (Self, tokio::sync::watch::Sender<bool>) {
+        let (release, gate) = tokio::sync::watch::channel(false);
+        let upstream = Self::start(move |_| {
+            let mut gate = gate.clone();
+            async move {
+                let _ = gate.wait_for(|open| *open).await;
+                Response::new(full("done"))
+            }
+        })
+        .await;
+        (upstream, release)
+    }
+
     /// An upstream that answers every request 200 with `body`.
     pub async fn fixed(body: &'static str) -> Self {
         Self::start(move |_| async move { Response::new(full(body)) }).await
