@@ -306,6 +306,35 @@ impl Ctx {
     }
 }
 
+/// Runs the load `start` makes over a measured window after the warm-up,
+/// sampling CPU at the window's edges; returns the load's result, the two
+/// samples and the share of the machine used by processes outside the bench.
+async fn measure<T, F>(
+    ctx: &mut Ctx,
+    path: Path,
+    measured: Duration,
+    start: impl FnOnce(Window) -> F,
+) -> (T, CpuSample, CpuSample, f64)
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let begin = Instant::now() + WARMUP;
+    let w = Window {
+        start: begin,
+        end: begin + measured,
+    };
+    let task = tokio::spawn(start(w));
+    sleep_until(w.start).await;
+    ctx.own_before = ctx.pids.all();
+    let before = ctx.pids.sample(path);
+    sleep_until(w.end).await;
+    let after = ctx.pids.sample(path);
+    let foreign = ctx.foreign(&before, &after, measured.as_secs_f64());
+    let result = task.await.expect("load task");
+    (result, before, after, foreign)
+}
+
 #[allow(clippy::cast_precision_loss)]
 async fn load_run(
     ctx: &mut Ctx,
@@ -314,19 +343,10 @@ async fn load_run(
     conns: usize,
     measured: Duration,
 ) -> LoadRun {
-    let start = Instant::now() + WARMUP;
-    let w = Window {
-        start,
-        end: start + measured,
-    };
-    let task = tokio::spawn(load::closed_loop(addr, CHAT_PATH, conns, w));
-    sleep_until(w.start).await;
-    ctx.own_before = ctx.pids.all();
-    let before = ctx.pids.sample(path);
-    sleep_until(w.end).await;
-    let after = ctx.pids.sample(path);
-    let foreign = ctx.foreign(&before, &after, measured.as_secs_f64());
-    let mut result = task.await.expect("load task");
+    let (mut result, before, after, foreign) = measure(ctx, path, measured, |w| {
+        load::closed_loop(addr, CHAT_PATH, conns, w)
+    })
+    .await;
     result.latencies.sort_unstable();
     let n = result.latencies.len();
     let pct = |q| ms(percentile(&result.latencies, q));
@@ -348,19 +368,10 @@ async fn load_run(
 }
 
 async fn stream_run(ctx: &mut Ctx, path: Path, addr: SocketAddr, measured: Duration) -> StreamRun {
-    let start = Instant::now() + WARMUP;
-    let w = Window {
-        start,
-        end: start + measured,
-    };
-    let task = tokio::spawn(load::streams(addr, CHAT_PATH, STREAM_CONNS, w));
-    sleep_until(w.start).await;
-    ctx.own_before = ctx.pids.all();
-    let before = ctx.pids.sample(path);
-    sleep_until(w.end).await;
-    let after = ctx.pids.sample(path);
-    let foreign = ctx.foreign(&before, &after, measured.as_secs_f64());
-    let mut r = task.await.expect("stream task");
+    let (mut r, _, _, foreign) = measure(ctx, path, measured, |w| {
+        load::streams(addr, CHAT_PATH, STREAM_CONNS, w)
+    })
+    .await;
     r.ttft.sort_unstable();
     r.tbt.sort_unstable();
     r.total.sort_unstable();
