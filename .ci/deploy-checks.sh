@@ -212,6 +212,19 @@ upstreams:
 EOF
 cp "$work/weir.yaml" "$work/weir.good.yaml"
 
+# wait_ready NAME URL PID LOG SECONDS: until URL answers, the process lives,
+# and at most SECONDS; shows the process's log when it fails.
+wait_ready() {
+    local name=$1 url=$2 pid=$3 log=$4 seconds=$5
+    for _ in $(seq 1 $((seconds * 2))); do
+        curl -fsS "$url" >/dev/null 2>&1 && return 0
+        kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; fail "$name exited"; }
+        sleep 0.5
+    done
+    cat "$log" >&2
+    fail "$name not ready within $seconds s"
+}
+
 say "starting mock_llm on :$mock_port and weir (WEIR_CONFIG) on :$proxy_port, admin :$admin_port"
 "$mock" --listen "127.0.0.1:$mock_port" --chunk-delay 5ms >"$work/mock.log" 2>&1 &
 pids+=($!)
@@ -219,16 +232,7 @@ WEIR_CONFIG="$work/weir.yaml" RUST_LOG=info "$weir" --log-format json >"$work/we
 weir_pid=$!
 pids+=("$weir_pid")
 
-ready=""
-for _ in $(seq 1 120); do
-    if curl -fsS "http://127.0.0.1:$admin_port/readyz" >/dev/null 2>&1; then
-        ready=yes
-        break
-    fi
-    kill -0 "$weir_pid" 2>/dev/null || { cat "$work/weir.log" >&2; fail "weir exited"; }
-    sleep 0.5
-done
-[ -n "$ready" ] || { cat "$work/weir.log" >&2; fail "weir not ready within 60 s"; }
+wait_ready weir "http://127.0.0.1:$admin_port/readyz" "$weir_pid" "$work/weir.log" 60
 
 proxy="http://127.0.0.1:$proxy_port"
 chat='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
@@ -290,16 +294,7 @@ prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb"
 prom_pid=$!
 pids+=("$prom_pid")
 prom="http://127.0.0.1:$prom_port"
-up=""
-for _ in $(seq 1 60); do
-    if curl -fsS "$prom/-/ready" >/dev/null 2>&1; then
-        up=yes
-        break
-    fi
-    kill -0 "$prom_pid" 2>/dev/null || { cat "$work/prometheus.log" >&2; fail "prometheus exited"; }
-    sleep 0.5
-done
-[ -n "$up" ] || { cat "$work/prometheus.log" >&2; fail "prometheus not ready within 30 s"; }
+wait_ready prometheus "$prom/-/ready" "$prom_pid" "$work/prometheus.log" 30
 # Rates need two scrapes with traffic between them.
 for _ in 1 2 3; do
     sleep 2
