@@ -24,15 +24,11 @@ async fn sheds_when_the_queue_is_full_and_times_out_in_the_queue() {
     .await;
 
     let queued = tokio::spawn(client.request(get(&weir.url("/b"))));
-    let mut depth = 0.0;
-    for _ in 0..500 {
-        depth = weir.metric(r#"weir_queue_depth{upstream="llm"}"#).await;
-        if depth == 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert_eq!(depth, 1.0);
+    assert_eq!(
+        weir.metric_eventually(r#"weir_queue_depth{upstream="llm"}"#, 1.0)
+            .await,
+        1.0
+    );
 
     let started = Instant::now();
     let shed = send(get(&weir.url("/c"))).await;
@@ -77,33 +73,12 @@ async fn gauges_return_to_zero_after_many_cancelled_clients() {
             tokio::spawn(async move { client().request(get(&url)).await })
         })
         .collect();
-    let mut seen = (0.0, 0.0);
-    for _ in 0..500 {
-        let text = weir.scrape().await;
-        seen = (
-            metric_value(&text, r#"weir_in_flight{upstream="llm"}"#),
-            metric_value(&text, r#"weir_queue_depth{upstream="llm"}"#),
-        );
-        if seen == (5.0, 55.0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let seen = gauges_eventually(&weir, (5.0, 55.0)).await;
     assert_eq!(seen, (5.0, 55.0), "5 at the upstream, 55 queued");
     for c in &clients {
         c.abort();
     }
-    for _ in 0..1000 {
-        let text = weir.scrape().await;
-        seen = (
-            metric_value(&text, r#"weir_in_flight{upstream="llm"}"#),
-            metric_value(&text, r#"weir_queue_depth{upstream="llm"}"#),
-        );
-        if seen == (0.0, 0.0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let seen = gauges_eventually(&weir, (0.0, 0.0)).await;
     assert_eq!(seen, (0.0, 0.0), "every place and queue slot is freed");
     let (_, upstreams) = weir.admin_get("/upstreams").await;
     let json: serde_json::Value = serde_json::from_str(&upstreams).unwrap();
@@ -148,4 +123,21 @@ async fn a_hanging_upstream_does_not_slow_another() {
         s.abort();
     }
     weir.shutdown().await;
+}
+
+/// `(weir_in_flight, weir_queue_depth)` of upstream `llm`, from one scrape,
+/// polled (bounded) until they equal `want`; the last pair seen.
+async fn gauges_eventually(weir: &TestWeir, want: (f64, f64)) -> (f64, f64) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let text = weir.scrape().await;
+        let seen = (
+            metric_value(&text, r#"weir_in_flight{upstream="llm"}"#),
+            metric_value(&text, r#"weir_queue_depth{upstream="llm"}"#),
+        );
+        if seen == want || Instant::now() >= deadline {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
