@@ -4,6 +4,25 @@
 //! [`Weir::bind`] opens the listeners for a validated [`config::Policy`];
 //! [`Weir::run`] serves until the shutdown future resolves, then drains.
 //! Tests drive weir in-process through exactly this API.
+//!
+//! # Layers
+//!
+//! Each module uses only modules on the floors below it, never one above
+//! (`tests/layers.rs` keeps it so). Ground floor first:
+//!
+//! 1. `wire`, `reject`, `tls`: HTTP vocabulary, the contract's reject
+//!    reasons, rustls configs from certificates already read.
+//! 2. `config`: the policy file, validated (reads the TLS files once).
+//! 3. `resilience`: the pure state machines (backoff, budget, breaker,
+//!    bulkhead, buckets, the retry decision).
+//! 4. `metrics`: every collector, handles resolved once.
+//! 5. `usage`: token usage from JSON and SSE, tenants, the usage log.
+//! 6. `upstream`: per-upstream runtime state (pooled client, resilience
+//!    state, metric handles), kept across reloads by the registry.
+//! 7. `proxy`: the request pipeline in phase order.
+//! 8. `server`: the proxy listener (HTTP/1.1, h2c, TLS), drain.
+//! 9. `admin`: the admin listener.
+//! 10. `reload`: new policies swapped in, built off the async workers.
 
 #![forbid(unsafe_code)]
 
@@ -11,11 +30,14 @@ pub mod admin;
 pub mod config;
 pub mod metrics;
 pub mod proxy;
+pub mod reject;
+pub mod reload;
 pub mod resilience;
 mod server;
 pub mod tls;
 pub mod upstream;
 pub mod usage;
+pub mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,10 +50,13 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use tokio_util::task::AbortOnDropHandle;
+
 use admin::AdminState;
 use config::Policy;
 use metrics::Metrics;
-use proxy::Shared;
+use proxy::{Shared, Snapshot};
+use reload::Reloader;
 use upstream::{Changes, UpstreamRegistry};
 
 /// A bound, not yet serving, weir.
@@ -47,11 +72,8 @@ pub struct Weir {
 #[derive(Clone)]
 pub struct Handle {
     shared: Arc<Shared>,
-    registry: Arc<UpstreamRegistry>,
     admin: Arc<AdminState>,
-    /// Hash of the policy file content last read, valid or not: the same
-    /// content is not reloaded (or complained about) twice.
-    last_seen: Arc<std::sync::Mutex<Option<[u8; 32]>>>,
+    reloader: Arc<Reloader>,
 }
 
 /// Settings of the process rather than of the policy.
@@ -79,13 +101,13 @@ impl Weir {
         let metrics = Arc::new(Metrics::new());
         let registry = Arc::new(UpstreamRegistry::new(metrics.clone()));
         let policy = Arc::new(policy);
-        let (snapshot, _) = registry
-            .snapshot(policy.clone())
-            .map_err(anyhow::Error::msg)?;
-        let tls = match &policy.tls {
-            Some(tls) => Some(TlsAcceptor::from(Arc::new(
-                tls::server_config(tls).map_err(anyhow::Error::msg)?,
-            ))),
+        let (upstreams, _) = registry.load(&policy)?;
+        let snapshot = Snapshot::new(policy.clone(), upstreams);
+        let tls = match policy.tls.as_ref().map(|tls| &tls.identity) {
+            Some(Some(identity)) => {
+                Some(TlsAcceptor::from(Arc::new(tls::server_config(identity)?)))
+            }
+            Some(None) => anyhow::bail!("`tls` was not loaded by validation"),
             None => None,
         };
         let proxy = listen(policy.listen)
@@ -120,10 +142,9 @@ impl Weir {
             admin,
             tls,
             handle: Handle {
+                reloader: Arc::new(Reloader::new(shared.clone(), registry)),
                 shared,
-                registry,
                 admin: admin_state,
-                last_seen: Arc::default(),
             },
             watched: None,
         })
@@ -148,14 +169,11 @@ impl Weir {
     /// Reloads the policy from `path` whenever its content changes, while
     /// running. `path` should be the file the running policy came from.
     pub async fn watch_policy(&mut self, path: PathBuf) -> anyhow::Result<()> {
-        let text = read_text(path.clone())
+        self.handle
+            .reloader
+            .seen(&path)
             .await
             .with_context(|| format!("reading {}", path.display()))?;
-        *self
-            .handle
-            .last_seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(config::watch::content_hash(&text));
         self.watched = Some(path);
         Ok(())
     }
@@ -176,13 +194,13 @@ impl Weir {
             Some(path) => {
                 let (watcher, mut ticks) = config::watch::watch(path)
                     .with_context(|| format!("watching {}", path.display()))?;
-                let (handle, path) = (handle.clone(), path.clone());
+                let (reloader, path) = (handle.reloader.clone(), path.clone());
                 let task = tokio::spawn(async move {
                     while ticks.recv().await.is_some() {
-                        handle.reload_if_changed(&path).await;
+                        reloader.reload_if_changed(&path).await;
                     }
                 });
-                Some((watcher, AbortOnDrop(task)))
+                Some((watcher, AbortOnDropHandle::new(task)))
             }
             None => None,
         };
@@ -194,7 +212,7 @@ impl Weir {
             stop_admin.clone(),
         ));
         for upstream in handle.shared.snapshot.load().router.upstreams() {
-            tokio::spawn(upstream.clone().warm());
+            upstream.start_warming();
         }
         tracing::info!(
             proxy = %proxy.local_addr()?,
@@ -248,96 +266,11 @@ impl Handle {
         }
     }
 
-    /// Reads and validates `path` off the async workers and, only if it is
-    /// valid in full, swaps it in. Running requests keep the policy they
-    /// started with. An invalid file changes nothing. (SIGHUP.)
+    /// Reads, validates and builds `path` off the async workers and, only if
+    /// all of it succeeded, swaps it in. Running requests keep the policy
+    /// they started with. An invalid file changes nothing. (SIGHUP.)
     pub async fn reload(&self, path: &Path) -> Result<Changes, config::PolicyError> {
-        match read_text(path.to_owned()).await {
-            Ok(text) => {
-                self.remember(&text);
-                self.reload_text(&text, path)
-            }
-            Err(e) => self.reload_failed(config::PolicyError {
-                problems: vec![problem(path, format!("cannot read the policy file: {e}"))],
-            }),
-        }
-    }
-
-    /// Reloads `path` if its content differs from the content last read.
-    pub async fn reload_if_changed(&self, path: &Path) {
-        let Ok(text) = read_text(path.to_owned()).await else {
-            // Mid-swap (a rename or symlink flip): the next event will tell.
-            return;
-        };
-        if self.remember(&text) {
-            let _ = self.reload_text(&text, path);
-        }
-    }
-
-    /// Notes `text` as seen; true if it differs from the last seen.
-    fn remember(&self, text: &str) -> bool {
-        let hash = config::watch::content_hash(text);
-        let mut last = self.last_seen.lock().unwrap_or_else(|e| e.into_inner());
-        last.replace(hash) != Some(hash)
-    }
-
-    fn reload_text(&self, text: &str, path: &Path) -> Result<Changes, config::PolicyError> {
-        let file = path.display().to_string();
-        let result = config::parse(text, &file, &|name| std::env::var(name).ok())
-            .and_then(|policy| self.apply(policy));
-        match result {
-            Ok(changes) => {
-                let metrics = &self.shared.metrics;
-                metrics.config_reloads.with_label_values(&["ok"]).inc();
-                metrics.config_last_reload_success.set(unix_now());
-                tracing::info!(
-                    added = ?changes.added,
-                    removed = ?changes.removed,
-                    changed = ?changes.changed,
-                    "policy reloaded"
-                );
-                Ok(changes)
-            }
-            Err(e) => self.reload_failed(e),
-        }
-    }
-
-    fn reload_failed(&self, e: config::PolicyError) -> Result<Changes, config::PolicyError> {
-        self.shared
-            .metrics
-            .config_reloads
-            .with_label_values(&["error"])
-            .inc();
-        tracing::error!("policy reload rejected, the previous policy keeps serving: {e}");
-        Err(e)
-    }
-
-    fn apply(&self, policy: Policy) -> Result<Changes, config::PolicyError> {
-        let old = self.policy();
-        if old.listen != policy.listen || old.admin != policy.admin || old.tls != policy.tls {
-            tracing::warn!("`listen`, `admin` and `tls` changes take effect only at restart");
-        }
-        if old.usage_log != policy.usage_log {
-            tracing::warn!("a `usage_log` path change takes effect only at restart");
-        }
-        self.shared
-            .accountant
-            .set_caps(policy.metrics.max_models, policy.metrics.max_tenants);
-        let (snapshot, changes) = self
-            .registry
-            .snapshot(Arc::new(policy))
-            .map_err(|message| config::PolicyError {
-                problems: vec![problem(Path::new(""), message)],
-            })?;
-        for upstream in snapshot.router.upstreams() {
-            if changes.added.contains(&upstream.name.to_string())
-                || changes.changed.contains(&upstream.name.to_string())
-            {
-                tokio::spawn(upstream.clone().warm());
-            }
-        }
-        self.shared.snapshot.store(Arc::new(snapshot));
-        Ok(changes)
+        self.reloader.reload(path).await
     }
 }
 
@@ -356,32 +289,7 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-fn problem(path: &Path, message: String) -> config::Problem {
-    config::Problem {
-        file: path.display().to_string(),
-        line: None,
-        path: String::new(),
-        message,
-    }
-}
-
-/// Reads a file off the async workers.
-async fn read_text(path: PathBuf) -> std::io::Result<String> {
-    tokio::task::spawn_blocking(move || std::fs::read_to_string(path))
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-}
-
-/// Aborts a task when dropped, so nothing outlives its owner.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-fn unix_now() -> f64 {
+pub(crate) fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())

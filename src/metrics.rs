@@ -282,7 +282,7 @@ impl Metrics {
             requests: CounterTable::new(&self.requests, name, Outcome::ALL.len() * STATUS_SLOTS),
             attempts: CounterTable::new(&self.attempts, name, AttemptResult::SLOTS),
             retries: CounterTable::new(&self.retries, name, AttemptResult::SLOTS),
-            rejected: CounterTable::new(&self.rejected, name, crate::proxy::Reject::ALL.len()),
+            rejected: CounterTable::new(&self.rejected, name, crate::reject::Reject::ALL.len()),
             circuit_transitions: CounterTable::new(&self.circuit_transitions, name, 3),
             duration: self.duration.with_label_values(&one),
             first_byte: self.first_byte.with_label_values(&one),
@@ -370,7 +370,7 @@ impl UpstreamMetrics {
         self.retries.get(slot, || vec![AttemptResult::label(slot)])
     }
 
-    pub fn rejected(&self, reason: crate::proxy::Reject) -> &IntCounter {
+    pub fn rejected(&self, reason: crate::reject::Reject) -> &IntCounter {
         self.rejected
             .get(reason as usize, || vec![reason.as_str().to_owned()])
     }

@@ -61,7 +61,8 @@ impl fmt::Display for PolicyError {
 }
 
 impl PolicyError {
-    fn single(file: &str, message: String) -> Self {
+    /// One problem of the file as a whole.
+    pub fn single(file: &str, message: String) -> Self {
         Self {
             problems: vec![Problem {
                 file: file.to_owned(),

@@ -65,6 +65,9 @@ pub struct ListenerTls {
     pub key: PathBuf,
     #[serde(default)]
     pub client_ca: Option<PathBuf>,
+    /// The files' contents, read once by validation.
+    #[serde(skip)]
+    pub identity: Option<Arc<crate::tls::Identity>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -113,6 +116,9 @@ pub struct UpstreamPolicy {
     pub kind: UpstreamKind,
     #[serde(default)]
     pub ca: Option<PathBuf>,
+    /// The certificates of `ca`, read once by validation.
+    #[serde(skip)]
+    pub ca_certs: Arc<Vec<rustls_pki_types::CertificateDer<'static>>>,
     #[serde(default)]
     pub headers: HeaderList,
     #[serde(default)]
@@ -279,6 +285,30 @@ impl Default for BreakerPolicy {
             open_for: Duration::from_secs(30),
             half_open_requests: 3,
         }
+    }
+}
+
+impl BreakerPolicy {
+    /// The rules of a breaker's settings, each as `(field, what is wrong)`,
+    /// in field order: reported by `weir check`, refused by
+    /// `CircuitBreaker::try_new`. Written once, here.
+    pub fn problems(&self) -> impl Iterator<Item = (&'static str, &'static str)> {
+        let at_least_one = "must be at least 1";
+        [
+            (self.consecutive_failures == 0).then_some(("consecutive_failures", at_least_one)),
+            (!(self.failure_rate > 0.0 && self.failure_rate <= 1.0))
+                .then_some(("failure_rate", "must be more than 0 and at most 1")),
+            (self.min_requests == 0).then_some(("min_requests", at_least_one)),
+            self.window
+                .is_zero()
+                .then_some(("window", "must be more than 0")),
+            self.open_for
+                .is_zero()
+                .then_some(("open_for", "must be more than 0")),
+            (self.half_open_requests == 0).then_some(("half_open_requests", at_least_one)),
+        ]
+        .into_iter()
+        .flatten()
     }
 }
 

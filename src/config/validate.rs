@@ -83,24 +83,9 @@ pub(super) fn policy(
     if file.shutdown.drain_timeout.is_zero() {
         problems.push(&p(&["shutdown", "drain_timeout"]), "must be more than 0");
     }
-    if let Some(tls) = &file.tls {
-        check_file(
-            problems,
-            &p(&["tls", "cert"]),
-            crate::tls::load_certs(&tls.cert),
-        );
-        check_file(
-            problems,
-            &p(&["tls", "key"]),
-            crate::tls::load_key(&tls.key),
-        );
-        if let Some(ca) = &tls.client_ca {
-            check_file(
-                problems,
-                &p(&["tls", "client_ca"]),
-                crate::tls::load_certs(ca),
-            );
-        }
+    let mut file = file;
+    if let Some(tls) = &mut file.tls {
+        listener_tls(tls, problems);
     }
 
     let mut upstreams = BTreeMap::new();
@@ -118,6 +103,12 @@ pub(super) fn policy(
         }
         if let Some(mut up) = typed::<UpstreamPolicy>(raw, &base, problems) {
             up.name = name.clone();
+            if let Some(ca) = &up.ca {
+                let at = [base.as_slice(), &p(&["ca"])].concat();
+                if let Some(certs) = loaded(problems, &at, crate::tls::load_certs(ca)) {
+                    up.ca_certs = Arc::new(certs);
+                }
+            }
             upstream_rules(&up, &base, problems);
             upstreams.insert(name.clone(), Arc::new(up));
         }
@@ -230,9 +221,48 @@ fn describe(
     (path, message)
 }
 
-fn check_file<T>(problems: &mut Problems, path: &[String], result: Result<T, String>) {
-    if let Err(message) = result {
-        problems.push(path, message);
+fn loaded<T>(
+    problems: &mut Problems,
+    path: &[String],
+    result: Result<T, crate::tls::TlsError>,
+) -> Option<T> {
+    result.map_err(|e| problems.push(path, e.to_string())).ok()
+}
+
+/// Reads the listener's certificate, key and client CA, and checks that
+/// they make a TLS config.
+fn listener_tls(tls: &mut super::ListenerTls, problems: &mut Problems) {
+    let certs = loaded(
+        problems,
+        &p(&["tls", "cert"]),
+        crate::tls::load_certs(&tls.cert),
+    );
+    let key = loaded(
+        problems,
+        &p(&["tls", "key"]),
+        crate::tls::load_key(&tls.key),
+    );
+    // `Some(None)`: no client CA asked for; `None`: it could not be read.
+    let client_ca = match &tls.client_ca {
+        Some(ca) => loaded(
+            problems,
+            &p(&["tls", "client_ca"]),
+            crate::tls::load_certs(ca),
+        )
+        .map(Some),
+        None => Some(None),
+    };
+    let (Some(certs), Some(key), Some(client_ca)) = (certs, key, client_ca) else {
+        return;
+    };
+    let identity = crate::tls::Identity {
+        certs,
+        key,
+        client_ca,
+    };
+    match crate::tls::server_config(&identity) {
+        Ok(_) => tls.identity = Some(Arc::new(identity)),
+        Err(e) => problems.push(&p(&["tls", "key"]), e.to_string()),
     }
 }
 
@@ -251,9 +281,6 @@ fn upstream_rules(up: &UpstreamPolicy, base: &[String], problems: &mut Problems)
             format!("{route:?} must be a plain path prefix"),
         );
     }
-    if let Some(ca) = &up.ca {
-        check_file(problems, &at(&["ca"]), crate::tls::load_certs(ca));
-    }
     let positive = [
         (&["pool", "idle_timeout"][..], up.pool.idle_timeout),
         (&["pool", "connect_timeout"], up.pool.connect_timeout),
@@ -261,11 +288,6 @@ fn upstream_rules(up: &UpstreamPolicy, base: &[String], problems: &mut Problems)
         (&["timeouts", "idle"], up.timeouts.idle),
         (&["timeouts", "total"], up.timeouts.total),
         (&["retry", "backoff", "base"], up.retry.backoff.base),
-        (&["circuit_breaker", "window"], up.circuit_breaker.window),
-        (
-            &["circuit_breaker", "open_for"],
-            up.circuit_breaker.open_for,
-        ),
         (
             &["concurrency", "queue_timeout"],
             up.concurrency.queue_timeout,
@@ -292,30 +314,8 @@ fn upstream_rules(up: &UpstreamPolicy, base: &[String], problems: &mut Problems)
     if !(0.0..=1.0).contains(&r.budget.ratio) {
         problems.push(&at(&["retry", "budget", "ratio"]), "must be from 0 to 1");
     }
-    let b = &up.circuit_breaker;
-    if b.consecutive_failures == 0 {
-        problems.push(
-            &at(&["circuit_breaker", "consecutive_failures"]),
-            "must be at least 1",
-        );
-    }
-    if !(b.failure_rate > 0.0 && b.failure_rate <= 1.0) {
-        problems.push(
-            &at(&["circuit_breaker", "failure_rate"]),
-            "must be more than 0 and at most 1",
-        );
-    }
-    if b.min_requests == 0 {
-        problems.push(
-            &at(&["circuit_breaker", "min_requests"]),
-            "must be at least 1",
-        );
-    }
-    if b.half_open_requests == 0 {
-        problems.push(
-            &at(&["circuit_breaker", "half_open_requests"]),
-            "must be at least 1",
-        );
+    for (field, message) in up.circuit_breaker.problems() {
+        problems.push(&at(&["circuit_breaker", field]), message);
     }
     if up.concurrency.max_in_flight == 0 {
         problems.push(&at(&["concurrency", "max_in_flight"]), "must be at least 1");

@@ -87,7 +87,7 @@ impl<'de> Deserialize<'de> for HeaderList {
                     let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
                         de::Error::custom(format!("{name:?} is not a valid header name"))
                     })?;
-                    if crate::proxy::headers::HOP_BY_HOP.contains(&header.as_str())
+                    if crate::wire::HOP_BY_HOP.contains(&header.as_str())
                         || header == http::header::HOST
                     {
                         return Err(de::Error::custom(format!(

@@ -9,96 +9,18 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 
 use super::body::Body;
+pub use crate::reject::{Reject, Side};
 
-/// Why weir answered instead of the upstream; the `reason` of the contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(usize)]
-pub enum Reject {
-    NoRoute,
-    CircuitOpen,
-    Overloaded,
-    QueueTimeout,
-    RateLimited,
-    UpstreamConnect,
-    UpstreamTimeout,
-    BodyTooLarge,
-}
-
-/// Which side a failure came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    /// weir's own policy refused the request.
-    Weir,
-    /// The upstream could not be reached or did not answer in time.
-    Upstream,
-    /// The client sent something weir cannot forward.
-    Client,
-}
-
-impl Reject {
-    pub const ALL: [Reject; 8] = [
-        Self::NoRoute,
-        Self::CircuitOpen,
-        Self::Overloaded,
-        Self::QueueTimeout,
-        Self::RateLimited,
-        Self::UpstreamConnect,
-        Self::UpstreamTimeout,
-        Self::BodyTooLarge,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::NoRoute => "no_route",
-            Self::CircuitOpen => "circuit_open",
-            Self::Overloaded => "overloaded",
-            Self::QueueTimeout => "queue_timeout",
-            Self::RateLimited => "rate_limited",
-            Self::UpstreamConnect => "upstream_connect",
-            Self::UpstreamTimeout => "upstream_timeout",
-            Self::BodyTooLarge => "body_too_large",
-        }
-    }
-
-    fn error_type(self) -> &'static str {
-        match self {
-            Self::NoRoute => "weir_no_route",
-            Self::CircuitOpen => "weir_circuit_open",
-            Self::Overloaded => "weir_overloaded",
-            Self::QueueTimeout => "weir_queue_timeout",
-            Self::RateLimited => "weir_rate_limited",
-            Self::UpstreamConnect => "weir_upstream_connect",
-            Self::UpstreamTimeout => "weir_upstream_timeout",
-            Self::BodyTooLarge => "weir_body_too_large",
-        }
-    }
-
-    pub fn status(self) -> StatusCode {
-        match self {
-            Self::NoRoute => StatusCode::NOT_FOUND,
-            Self::CircuitOpen | Self::Overloaded | Self::QueueTimeout => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Self::UpstreamConnect => StatusCode::BAD_GATEWAY,
-            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        }
-    }
-
-    pub fn side(self) -> Side {
-        match self {
-            Self::UpstreamConnect | Self::UpstreamTimeout => Side::Upstream,
-            Self::BodyTooLarge | Self::NoRoute => Side::Client,
-            _ => Side::Weir,
-        }
-    }
-}
-
-/// A failure on the request path, ready to become a response.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A failure on the request path, ready to become a response: it knows its
+/// contract `reason`, its status, which side failed and whether another
+/// attempt may help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", reason.as_str())]
 pub struct ProxyError {
     pub reason: Reject,
+    /// The reason's status, unless the error says otherwise (a stalled
+    /// request body is `bad_request_body` with 408).
+    pub status: StatusCode,
     pub message: String,
     /// Sent as `retry-after` (whole seconds, rounded up) when set.
     pub retry_after: Option<Duration>,
@@ -108,9 +30,28 @@ impl ProxyError {
     pub fn new(reason: Reject, message: impl Into<String>) -> Self {
         Self {
             reason,
+            status: reason.status(),
             message: message.into(),
             retry_after: None,
         }
+    }
+
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+
+    pub fn with_retry_after(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
+    }
+
+    pub fn side(&self) -> Side {
+        self.reason.side()
+    }
+
+    pub fn retryable(&self) -> bool {
+        self.reason.retryable()
     }
 
     /// The error response; the caller adds the per-request headers.
@@ -123,7 +64,7 @@ impl ProxyError {
             }
         });
         let mut response = Response::new(Body::full(Bytes::from(body.to_string())));
-        *response.status_mut() = self.reason.status();
+        *response.status_mut() = self.status;
         let headers = response.headers_mut();
         headers.insert(
             http::header::CONTENT_TYPE,
@@ -161,8 +102,19 @@ mod tests {
 
     #[test]
     fn retry_after_is_rounded_up_to_whole_seconds() {
-        let mut e = ProxyError::new(Reject::CircuitOpen, "open");
-        e.retry_after = Some(Duration::from_millis(1200));
+        let e = ProxyError::new(Reject::CircuitOpen, "open")
+            .with_retry_after(Duration::from_millis(1200));
         assert_eq!(e.into_response().headers()["retry-after"], "2");
+    }
+
+    #[test]
+    fn a_stalled_body_is_bad_request_body_with_408() {
+        let e = ProxyError::new(Reject::BadRequestBody, "stalled")
+            .with_status(StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(e.to_string(), "bad_request_body: stalled");
+        assert!(!e.retryable());
+        let response = e.into_response();
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(response.headers()["x-weir-reject"], "bad_request_body");
     }
 }

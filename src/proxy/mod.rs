@@ -20,6 +20,7 @@
 //! never changes the rules under a running request.
 
 mod admit;
+mod attempt;
 pub mod body;
 mod error;
 mod forward;
@@ -38,12 +39,14 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-pub use body::{Body, RequestBody};
+pub use crate::upstream::RequestBody;
+pub use body::Body;
 pub use error::{ProxyError, Reject, Side};
 pub use record::Record;
 
 use crate::config::Policy;
 use crate::metrics::{Metrics, Unrouted};
+use crate::upstream::Upstream;
 use crate::usage::account::Accountant;
 use crate::usage::tenant::tenant_of;
 use route::Router;
@@ -53,6 +56,16 @@ use route::Router;
 pub struct Snapshot {
     pub policy: Arc<Policy>,
     pub router: Router,
+}
+
+impl Snapshot {
+    /// Compiles the routes of `upstreams`, built for `policy`.
+    pub fn new(policy: Arc<Policy>, upstreams: Vec<Arc<Upstream>>) -> Self {
+        Self {
+            policy,
+            router: Router::new(upstreams),
+        }
+    }
 }
 
 /// State shared by every connection of the proxy listener.

@@ -8,7 +8,7 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::body::RequestBody;
+use crate::upstream::RequestBody;
 
 /// The contract's replay limit: 8 MiB.
 pub const REPLAY_LIMIT: usize = 8 * 1024 * 1024;

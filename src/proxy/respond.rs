@@ -26,6 +26,17 @@ pub(super) enum Answer {
     Weir(ProxyError),
 }
 
+impl Answer {
+    /// The upstream's response headers, when the upstream answered.
+    pub(super) fn upstream_headers(&self) -> Option<&http::HeaderMap> {
+        match self {
+            Answer::Upstream(response, _) => Some(response.headers()),
+            Answer::Buffered(parts, _) => Some(&parts.headers),
+            Answer::Weir(_) => None,
+        }
+    }
+}
+
 pub(super) fn count_rejection(up: &Upstream, answer: &Answer) {
     if let Answer::Weir(error) = answer {
         up.metrics.rejected(error.reason).inc();
@@ -91,29 +102,6 @@ pub(super) fn finish(
             response
         }
     }
-}
-
-pub(super) fn client_body_failed(
-    up: &Arc<Upstream>,
-    status: http::StatusCode,
-    error: &dyn std::fmt::Display,
-    mut record: Record,
-) -> Response<Body> {
-    record.set_status(status.as_u16());
-    record.finish(Outcome::Cancelled);
-    let body = serde_json::json!({"error": {
-        "message": format!("reading the request body failed: {error}"),
-        "type": "invalid_request_error",
-        "code": "bad_request_body",
-    }});
-    let mut response = Response::new(Body::full(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    stamp(response.headers_mut(), up, &record, false);
-    response
 }
 
 /// The headers every response carries.

@@ -92,6 +92,14 @@ struct Tally {
     failures: u64,
 }
 
+/// A breaker setting that breaks a rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("circuit_breaker.{field} {message}")]
+pub struct BreakerError {
+    pub field: &'static str,
+    pub message: &'static str,
+}
+
 #[derive(Debug, Clone)]
 pub struct CircuitBreaker {
     consecutive_failures: u32,
@@ -113,22 +121,13 @@ pub struct CircuitBreaker {
 }
 
 impl CircuitBreaker {
-    /// Refuses zero thresholds, a `failure_rate` outside (0, 1], and a zero
-    /// `window` or `open_for`.
-    pub fn try_new(policy: &BreakerPolicy, now: Instant) -> Result<Self, String> {
-        let counts = [
-            ("consecutive_failures", policy.consecutive_failures),
-            ("min_requests", policy.min_requests),
-            ("half_open_requests", policy.half_open_requests),
-        ];
-        if let Some((name, _)) = counts.iter().find(|(_, value)| *value == 0) {
-            return Err(format!("circuit_breaker.{name} must be at least 1"));
-        }
-        if !(policy.failure_rate > 0.0 && policy.failure_rate <= 1.0) {
-            return Err("circuit_breaker.failure_rate must be above 0 and at most 1".into());
-        }
-        if policy.window.is_zero() || policy.open_for.is_zero() {
-            return Err("circuit_breaker.window and open_for must be longer than zero".into());
+    /// Refuses the settings [`BreakerPolicy::problems`] names: zero
+    /// thresholds, a `failure_rate` outside (0, 1], a zero `window` or
+    /// `open_for`. `weir check` reports the same rules, so a loaded policy
+    /// always passes.
+    pub fn try_new(policy: &BreakerPolicy, now: Instant) -> Result<Self, BreakerError> {
+        if let Some((field, message)) = policy.problems().next() {
+            return Err(BreakerError { field, message });
         }
         Ok(Self {
             consecutive_failures: policy.consecutive_failures,

@@ -9,9 +9,11 @@
 //! - [`breaker`]: the circuit breaker.
 //! - [`bulkhead`]: at most N requests at the upstream, a bounded FIFO queue.
 //! - [`bucket`]: token buckets for rate limits.
+//! - [`retry`]: after a failed attempt, retry after a wait or give up.
 
 pub mod backoff;
 pub mod breaker;
 pub mod bucket;
 pub mod budget;
 pub mod bulkhead;
+pub mod retry;

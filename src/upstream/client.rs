@@ -15,8 +15,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus::IntCounter;
 
+use super::RequestBody;
 use crate::config::{Scheme, UpstreamPolicy};
-use crate::proxy::RequestBody;
+use crate::tls::TlsError;
 
 pub type UpstreamClient = Client<Connector, RequestBody>;
 
@@ -48,7 +49,7 @@ impl tower_service::Service<Uri> for Connector {
     }
 }
 
-pub fn build(policy: &UpstreamPolicy, opened: IntCounter) -> Result<UpstreamClient, String> {
+pub fn build(policy: &UpstreamPolicy, opened: IntCounter) -> Result<UpstreamClient, TlsError> {
     let pool = &policy.pool;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
@@ -56,8 +57,7 @@ pub fn build(policy: &UpstreamPolicy, opened: IntCounter) -> Result<UpstreamClie
     http.set_connect_timeout(Some(pool.connect_timeout));
     http.set_keepalive(Some(std::time::Duration::from_secs(60)));
 
-    let tls = crate::tls::upstream_client_config(policy.ca.as_deref())
-        .map_err(|e| format!("upstream `{}`: {e}", policy.name))?;
+    let tls = crate::tls::upstream_client_config(&policy.ca_certs)?;
     let https = HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()

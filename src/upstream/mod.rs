@@ -1,6 +1,7 @@
 //! Per-upstream runtime state: the policy, the pooled client, metric
 //! handles and the values built once for the request path.
 
+mod body;
 mod client;
 mod registry;
 mod state;
@@ -10,13 +11,46 @@ use std::sync::Arc;
 use http::uri::{PathAndQuery, Scheme as UriScheme};
 use http::{HeaderValue, Uri};
 use sha2::{Digest, Sha256};
+use tokio_util::task::AbortOnDropHandle;
 
+pub use body::RequestBody;
 pub use client::{Connector, UpstreamClient};
 pub use registry::{Changes, UpstreamRegistry};
 pub use state::{Place, UpstreamState};
 
 use crate::config::{Scheme, UpstreamPolicy};
 use crate::metrics::{Metrics, UpstreamMetrics};
+use crate::resilience::retry::RetryRules;
+
+/// Why an upstream could not be built from its (validated) policy.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream `{upstream}`: {source}")]
+    Tls {
+        upstream: String,
+        source: crate::tls::TlsError,
+    },
+    #[error("upstream `{upstream}`: {source}")]
+    Breaker {
+        upstream: String,
+        source: crate::resilience::breaker::BreakerError,
+    },
+    #[error("upstream name {0:?} is not a header value")]
+    Name(String),
+}
+
+impl UpstreamError {
+    /// The field path in the policy file the problem belongs to.
+    pub fn path(&self) -> String {
+        match self {
+            Self::Tls { upstream, .. } => format!("upstreams.{upstream}.ca"),
+            Self::Breaker { upstream, source } => {
+                format!("upstreams.{upstream}.{}", source.field)
+            }
+            Self::Name(upstream) => format!("upstreams.{upstream}"),
+        }
+    }
+}
 
 pub struct Upstream {
     pub name: Arc<str>,
@@ -29,13 +63,16 @@ pub struct Upstream {
     pub hash: String,
     /// Breaker, budget, bulkhead, limiter.
     pub state: Arc<UpstreamState>,
-    pub backoff: crate::resilience::backoff::Backoff,
+    /// The retry rules, compiled from `retry`.
+    pub retry: RetryRules,
     scheme: UriScheme,
     fresh_pool: bool,
+    /// The warm-up task, aborted with the upstream.
+    warming: std::sync::Mutex<Option<AbortOnDropHandle<()>>>,
 }
 
 impl Upstream {
-    pub fn new(policy: Arc<UpstreamPolicy>, metrics: &Metrics) -> Result<Self, String> {
+    pub fn new(policy: Arc<UpstreamPolicy>, metrics: &Metrics) -> Result<Self, UpstreamError> {
         Self::build(policy, metrics, None)
     }
 
@@ -46,7 +83,7 @@ impl Upstream {
         old: &Upstream,
         policy: Arc<UpstreamPolicy>,
         metrics: &Metrics,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, UpstreamError> {
         Self::build(policy, metrics, Some(old))
     }
 
@@ -59,13 +96,13 @@ impl Upstream {
         policy: Arc<UpstreamPolicy>,
         metrics: &Metrics,
         old: Option<&Upstream>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, UpstreamError> {
         let upstream_metrics = Arc::new(metrics.upstream(&policy.name));
         let pool_key = |p: &UpstreamPolicy| {
             (
                 p.url.scheme,
                 p.url.authority.clone(),
-                p.ca.clone(),
+                p.ca_certs.clone(),
                 p.pool.clone(),
             )
         };
@@ -75,22 +112,29 @@ impl Upstream {
         let fresh_pool = kept_client.is_none();
         let client = match kept_client {
             Some(client) => client,
-            None => client::build(&policy, upstream_metrics.connections_opened.clone())?,
+            None => client::build(&policy, upstream_metrics.connections_opened.clone()).map_err(
+                |source| UpstreamError::Tls {
+                    upstream: policy.name.clone(),
+                    source,
+                },
+            )?,
         };
         let name_header = HeaderValue::from_str(&policy.name)
-            .map_err(|_| format!("upstream name {:?} is not a header value", policy.name))?;
-        let state = Arc::new(match old {
-            Some(old) => old.state.carry(&old.policy, &policy)?,
-            None => UpstreamState::try_new(&policy)?,
-        });
+            .map_err(|_| UpstreamError::Name(policy.name.clone()))?;
+        let state = match old {
+            Some(old) => old.state.carry(&old.policy, &policy),
+            None => UpstreamState::try_new(&policy),
+        }
+        .map_err(|source| UpstreamError::Breaker {
+            upstream: policy.name.clone(),
+            source,
+        })?;
+        let state = Arc::new(state);
         upstream_metrics
             .circuit_state
             .set(state.breaker_state().gauge());
         Ok(Self {
-            backoff: crate::resilience::backoff::Backoff::new(
-                policy.retry.backoff.base,
-                policy.retry.backoff.max,
-            ),
+            retry: RetryRules::new(&policy.retry),
             state,
             fresh_pool,
             name: policy.name.as_str().into(),
@@ -103,6 +147,7 @@ impl Upstream {
             metrics: upstream_metrics,
             name_header,
             policy,
+            warming: std::sync::Mutex::new(None),
         })
     }
 
@@ -129,9 +174,10 @@ impl Upstream {
 
     /// Opens `pool.warm` connections by sending that many `HEAD` requests to
     /// the upstream's base URL at once; answers are discarded, connections
-    /// stay in the pool. Ends by itself within the connect and first-byte
-    /// timeouts.
-    pub async fn warm(self: Arc<Self>) {
+    /// stay in the pool. The task is owned by the upstream: it ends by
+    /// itself within the connect and first-byte timeouts, or when the
+    /// upstream is dropped (removed by a reload), whichever comes first.
+    pub fn start_warming(&self) {
         let count = self.policy.pool.warm;
         if count == 0 {
             return;
@@ -140,23 +186,29 @@ impl Upstream {
             return;
         };
         let limit = self.policy.pool.connect_timeout + self.policy.timeouts.first_byte;
-        let mut set = tokio::task::JoinSet::new();
-        for _ in 0..count {
-            let request =
-                http::Request::head(uri.clone()).body(crate::proxy::RequestBody::Full(None));
-            let Ok(request) = request else { return };
-            let client = self.client.clone();
-            set.spawn(async move {
-                if let Ok(response) = client.request(request).await {
-                    // Reading the (empty) body returns the connection to the pool.
-                    let _ = http_body_util::BodyExt::collect(response.into_body()).await;
-                }
-            });
-        }
-        let all = async { while set.join_next().await.is_some() {} };
-        if tokio::time::timeout(limit, all).await.is_err() {
-            tracing::warn!(upstream = %self.name, "warming connections timed out");
-        }
+        let (client, name) = (self.client.clone(), self.name.clone());
+        let task = tokio::spawn(async move {
+            let mut set = tokio::task::JoinSet::new();
+            for _ in 0..count {
+                let Ok(request) = http::Request::head(uri.clone()).body(RequestBody::Full(None))
+                else {
+                    return;
+                };
+                let client = client.clone();
+                set.spawn(async move {
+                    if let Ok(response) = client.request(request).await {
+                        // Reading the (empty) body returns the connection to the pool.
+                        let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+                    }
+                });
+            }
+            let all = async { while set.join_next().await.is_some() {} };
+            if tokio::time::timeout(limit, all).await.is_err() {
+                tracing::warn!(upstream = %name, "warming connections timed out");
+            }
+        });
+        *self.warming.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(AbortOnDropHandle::new(task));
     }
 }
 

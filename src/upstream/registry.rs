@@ -5,11 +5,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::Upstream;
+use super::{Upstream, UpstreamError};
 use crate::config::Policy;
 use crate::metrics::Metrics;
-use crate::proxy::route::Router;
-use crate::proxy::Snapshot;
 
 pub struct UpstreamRegistry {
     metrics: Arc<Metrics>,
@@ -34,9 +32,11 @@ impl UpstreamRegistry {
         }
     }
 
-    /// Builds the snapshot for `policy`, reusing every upstream whose policy
-    /// is unchanged. Nothing is replaced unless every upstream could be built.
-    pub fn snapshot(&self, policy: Arc<Policy>) -> Result<(Snapshot, Changes), String> {
+    /// The upstreams of `policy`, reusing every upstream whose policy is
+    /// unchanged and carrying state into changed ones. Nothing is replaced
+    /// unless every upstream could be built. Blocking (it may build TLS
+    /// configs): called from `spawn_blocking` or at start.
+    pub fn load(&self, policy: &Policy) -> Result<(Vec<Arc<Upstream>>, Changes), UpstreamError> {
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         let mut changes = Changes::default();
         let mut next = HashMap::with_capacity(policy.upstreams.len());
@@ -63,8 +63,8 @@ impl UpstreamRegistry {
             .cloned()
             .collect();
         changes.removed.sort();
-        let router = Router::new(next.values().cloned());
+        let upstreams = next.values().cloned().collect();
         *live = next;
-        Ok((Snapshot { policy, router }, changes))
+        Ok((upstreams, changes))
     }
 }

@@ -11,7 +11,9 @@ use tokio::time::Instant;
 
 use crate::config::{RateLimitKey, UpstreamPolicy};
 use crate::metrics::UpstreamMetrics;
-use crate::resilience::breaker::{self, Admission, CircuitBreaker, Permit, Transition};
+use crate::resilience::breaker::{
+    self, Admission, BreakerError, CircuitBreaker, Permit, Transition,
+};
 use crate::resilience::bucket::{KeyedBuckets, TokenBucket};
 use crate::resilience::budget::RetryBudget;
 use crate::resilience::bulkhead::{Bulkhead, Pass};
@@ -46,7 +48,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl UpstreamState {
-    pub fn try_new(policy: &UpstreamPolicy) -> Result<Self, String> {
+    pub fn try_new(policy: &UpstreamPolicy) -> Result<Self, BreakerError> {
         let now = Instant::now();
         let keyed = |key: RateLimitKey, rate: f64, burst: f64| match key {
             RateLimitKey::Global => {
@@ -90,7 +92,11 @@ impl UpstreamState {
     /// retry change, a tenant's bucket keeps its debt across a timeout
     /// change. The bulkhead is always kept and resized, so requests in
     /// flight keep their places.
-    pub fn carry(&self, old_policy: &UpstreamPolicy, new: &UpstreamPolicy) -> Result<Self, String> {
+    pub fn carry(
+        &self,
+        old_policy: &UpstreamPolicy,
+        new: &UpstreamPolicy,
+    ) -> Result<Self, BreakerError> {
         let mut next = Self::try_new(new)?;
         if old_policy.circuit_breaker == new.circuit_breaker {
             next.breaker = self.breaker.clone();
@@ -151,8 +157,9 @@ impl UpstreamState {
         lock(&self.budget).deposit(now);
     }
 
-    pub fn withdraw_retry(&self, now: Instant) -> bool {
-        lock(&self.budget).withdraw(now)
+    /// Runs `decide` with the retry budget, under its short lock.
+    pub fn with_budget<T>(&self, decide: impl FnOnce(&mut RetryBudget) -> T) -> T {
+        decide(&mut lock(&self.budget))
     }
 
     pub fn breaker_state(&self) -> breaker::State {
