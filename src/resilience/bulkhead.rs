@@ -63,6 +63,10 @@ impl Drop for Pass {
         if let (true, Some(permit)) = (retire, self.permit.take()) {
             permit.forget();
         }
+        // Give the permit back first (dropping it), then settle what a
+        // shrink still owes from places that came back another way.
+        drop(self.permit.take());
+        b.settle();
     }
 }
 
@@ -106,8 +110,35 @@ impl Bulkhead {
             .store(nanos(queue_timeout), Ordering::Release);
     }
 
+    /// Retires free places a shrink still owes. Places come back not only
+    /// through a [`Pass`]: a waiter cancelled after the semaphore assigned it
+    /// a place returns that place to the semaphore directly, and a debt
+    /// only [`Pass`] drops paid would then leave more places than the limit.
+    fn settle(&self) {
+        while self.debt.load(Ordering::Acquire) > 0 {
+            let owed = self.debt.load(Ordering::Acquire);
+            let forgotten = self.places.forget_permits(owed);
+            if forgotten == 0 {
+                return;
+            }
+            // Passes may have paid part of the debt meanwhile: give back
+            // what was forgotten beyond what is still owed.
+            let before = self
+                .debt
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| {
+                    Some(d.saturating_sub(forgotten))
+                })
+                .unwrap_or(0);
+            if before < forgotten {
+                self.places.add_permits(forgotten - before);
+                return;
+            }
+        }
+    }
+
     /// A place now, if one is free and nobody waits.
     pub fn try_enter(self: &Arc<Self>) -> Option<Pass> {
+        self.settle();
         let permit = self.places.clone().try_acquire_owned().ok()?;
         Some(self.pass(permit))
     }
