@@ -97,9 +97,59 @@ fn record_metrics(c: &mut Criterion) {
     });
 }
 
+/// The accounting work of one finished request: whose it is, its tokens,
+/// its usage event.
+fn accounting(c: &mut Criterion) {
+    let mut group = c.benchmark_group("usage");
+    let tenant_header = http::HeaderName::from_static("x-weir-tenant");
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::AUTHORIZATION,
+        http::HeaderValue::from_static("Bearer sk-bench-0123456789abcdef0123456789abcdef"),
+    );
+    group.bench_function("tenant_of_a_bearer_key", |b| {
+        b.iter(|| {
+            black_box(weir::usage::tenant::tenant_of(
+                black_box(&headers),
+                &tenant_header,
+            ))
+        })
+    });
+    let metrics = Metrics::new();
+    let accountant = accountant(&metrics);
+    let upstream: Arc<str> = "bench".into();
+    let usage = weir::usage::Usage {
+        prompt: 12,
+        completion: 34,
+        ..Default::default()
+    };
+    let tenants: Vec<String> = (0..100).map(|i| format!("tenant-{i}")).collect();
+    let mut i = 0;
+    group.bench_function("count_tokens_100_tenants", |b| {
+        b.iter(|| {
+            i = (i + 1) % tenants.len();
+            count(&accountant, &upstream, &tenants[i], &usage)
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500)).sample_size(30);
-    targets = route_lookup, decisions, record_metrics
+    targets = route_lookup, decisions, record_metrics, accounting
 }
 criterion_main!(benches);
+
+fn accountant(metrics: &Metrics) -> weir::usage::account::Accountant {
+    weir::usage::account::Accountant::new(metrics.tokens.clone(), None, 100, 1000)
+}
+
+fn count(
+    accountant: &weir::usage::account::Accountant,
+    upstream: &Arc<str>,
+    tenant: &str,
+    usage: &weir::usage::Usage,
+) {
+    accountant.count(upstream, "gpt-4o-mini", tenant, usage);
+}

@@ -76,7 +76,10 @@ fn referred(text: &str, prefix: &str, into: &mut BTreeSet<String>) {
 fn every_module_refers_only_to_lower_floors() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let floors = floors(&std::fs::read_to_string(src.join("lib.rs")).unwrap());
-    assert!(floors.len() >= 10, "the layer list was not found: {floors:?}");
+    assert!(
+        floors.len() >= 10,
+        "the layer list was not found: {floors:?}"
+    );
     let mut problems = Vec::new();
     for entry in std::fs::read_dir(&src).unwrap() {
         let path = entry.unwrap().path();

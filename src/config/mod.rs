@@ -8,6 +8,7 @@
 
 mod expand;
 mod locate;
+mod typed;
 mod types;
 mod validate;
 pub mod values;
@@ -95,5 +96,90 @@ pub fn parse(
     match (policy, problems.into_vec()) {
         (Some(policy), problems) if problems.is_empty() => Ok(policy),
         (_, problems) => Err(PolicyError { problems }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(yaml: &str) -> Vec<Problem> {
+        parse(yaml, "p.yaml", &|_| None).unwrap_err().problems
+    }
+
+    fn paths(problems: &[Problem]) -> Vec<&str> {
+        problems.iter().map(|p| p.path.as_str()).collect()
+    }
+
+    #[test]
+    fn a_typo_hides_no_other_problem_of_the_file() {
+        let found = problems(
+            "\
+upstreams:
+  a:
+    route: a
+    url: http://h
+    retyr: { attempts: 2 }
+    circuit_breaker:
+      failure_rate: 1.5
+    fallback: nowhere
+",
+        );
+        assert_eq!(
+            paths(&found),
+            [
+                "upstreams.a.route",
+                "upstreams.a.retyr",
+                "upstreams.a.circuit_breaker.failure_rate",
+                "upstreams.a.fallback",
+            ],
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn a_wrong_value_is_reported_once_and_the_rest_still_checked() {
+        let found = problems(
+            "\
+listne: 1
+upstreams:
+  a:
+    route: /a
+    url: http://h
+    retry: { attempts: many, backoff: { base: 0s } }
+  b:
+    route: /a
+    url: http://h
+",
+        );
+        assert_eq!(
+            paths(&found),
+            [
+                "listne",
+                "upstreams.a.retry.attempts",
+                "upstreams.a.retry.backoff.base",
+                "upstreams.b.route",
+            ],
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_required_field_still_stops_that_upstream_only() {
+        let found = problems(
+            "\
+upstreams:
+  a:
+    route: /a
+  b:
+    route: b
+    url: http://h
+",
+        );
+        assert_eq!(
+            paths(&found),
+            ["upstreams.a.url", "upstreams.b.route"],
+            "{found:#?}"
+        );
     }
 }

@@ -3,11 +3,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use serde::de::DeserializeOwned;
-use serde_norway::{Mapping, Value};
+use serde_norway::Value;
 
 use super::expand::expand_env;
 use super::locate::line_of;
+use super::typed::typed;
 use super::types::{Policy, PolicyFile, UpstreamPolicy};
 use super::Problem;
 
@@ -26,11 +26,16 @@ impl<'a> Problems<'a> {
         }
     }
 
-    fn push(&mut self, path: &[String], message: impl Into<String>) {
+    pub(super) fn push(&mut self, path: &[String], message: impl Into<String>) {
         self.push_at(path, line_of(self.source, path), message);
     }
 
-    fn push_at(&mut self, path: &[String], line: Option<usize>, message: impl Into<String>) {
+    pub(super) fn push_at(
+        &mut self,
+        path: &[String],
+        line: Option<usize>,
+        message: impl Into<String>,
+    ) {
         self.list.push(Problem {
             file: self.file.to_owned(),
             line,
@@ -125,100 +130,6 @@ pub(super) fn policy(
         metrics: file.metrics,
         upstreams,
     })
-}
-
-/// Deserializes `value` as `T`. On failure, retries each key of a mapping on
-/// its own so that every wrong field is reported, not just the first.
-fn typed<T: DeserializeOwned>(
-    value: &Value,
-    base: &[String],
-    problems: &mut Problems,
-) -> Option<T> {
-    let first = match serde_path_to_error::deserialize::<_, T>(value) {
-        Ok(t) => return Some(t),
-        Err(e) => e,
-    };
-    let mut found = Vec::new();
-    isolate::<T>(value, &|v| v, &mut found);
-    if found.is_empty() || is_missing_field(&first) {
-        found.insert(0, first);
-    }
-    for e in found {
-        let (path, message) = describe(base, &e);
-        problems.push(&path, message);
-    }
-    None
-}
-
-type DeError = serde_path_to_error::Error<serde_norway::Error>;
-
-/// Deserializes each key of the mapping `value` on its own, put back into
-/// its parents by `wrap`, and recurses into a nested block that still fails
-/// alone, so that two wrong fields in one block are both found.
-fn isolate<T: DeserializeOwned>(
-    value: &Value,
-    wrap: &dyn Fn(Value) -> Value,
-    found: &mut Vec<DeError>,
-) {
-    let Value::Mapping(map) = value else { return };
-    if map.len() < 2 {
-        return;
-    }
-    for (k, v) in map {
-        let single = |inner: Value| {
-            let mut m = Mapping::new();
-            m.insert(k.clone(), inner);
-            wrap(Value::Mapping(m))
-        };
-        match serde_path_to_error::deserialize::<_, T>(&single(v.clone())) {
-            Err(e) if !is_missing_field(&e) => {
-                let before = found.len();
-                isolate::<T>(v, &single, found);
-                if found.len() == before {
-                    found.push(e);
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-fn is_missing_field(e: &serde_path_to_error::Error<serde_norway::Error>) -> bool {
-    e.inner().to_string().starts_with("missing field")
-}
-
-fn describe(
-    base: &[String],
-    e: &serde_path_to_error::Error<serde_norway::Error>,
-) -> (Vec<String>, String) {
-    use serde_path_to_error::Segment;
-    let mut path = base.to_vec();
-    for segment in e.path().iter() {
-        match segment {
-            Segment::Map { key } => path.push(key.clone()),
-            Segment::Seq { index } => path.push(index.to_string()),
-            Segment::Enum { variant } => path.push(variant.clone()),
-            Segment::Unknown => {}
-        }
-    }
-    let message = e.inner().to_string();
-    // Point a missing field's message at the field itself.
-    if let Some(rest) = message.strip_prefix("missing field `") {
-        if let Some(end) = rest.find('`') {
-            path.push(rest[..end].to_owned());
-        }
-    }
-    // Point an unknown field's message at the field itself (once: the
-    // error's own path may already end with it).
-    if let Some(rest) = message.strip_prefix("unknown field `") {
-        if let Some(end) = rest.find('`') {
-            let field = &rest[..end];
-            if path.last().map(String::as_str) != Some(field) {
-                path.push(field.to_owned());
-            }
-        }
-    }
-    (path, message)
 }
 
 fn loaded<T>(
