@@ -48,7 +48,6 @@ use crate::config::Policy;
 use crate::metrics::{Metrics, Unrouted};
 use crate::upstream::Upstream;
 use crate::usage::account::Accountant;
-use crate::usage::tenant::tenant_of;
 use route::Router;
 
 /// What a request reads once and keeps: the policy and everything compiled
@@ -115,7 +114,10 @@ pub async fn handle(
             .insert(headers::X_REQUEST_ID, request_id);
         return Ok(response);
     };
-    let tenant = tenant_of(request.headers(), &upstream.policy.accounting.tenant_header);
+    let tenant = shared
+        .accountant
+        .tenants
+        .of(request.headers(), &upstream.policy.accounting.tenant_header);
     let record = Record::new(
         upstream.clone(),
         shared.accountant.clone(),

@@ -23,7 +23,7 @@ pub struct Record {
     accountant: Arc<Accountant>,
     started: Instant,
     request_id: HeaderValue,
-    tenant: String,
+    tenant: Arc<str>,
     request_model: Option<String>,
     /// Whether a successful answer should report usage (a completion or
     /// embedding call to a usage-reporting upstream).
@@ -60,7 +60,7 @@ impl Record {
         accountant: Arc<Accountant>,
         started: Instant,
         request_id: HeaderValue,
-        tenant: String,
+        tenant: Arc<str>,
     ) -> Self {
         Self {
             upstream,
@@ -179,7 +179,7 @@ impl Record {
                 ts: SystemTime::now(),
                 request_id: self.request_id.to_str().unwrap_or("-").to_owned(),
                 upstream: up.name.clone(),
-                tenant: std::mem::take(&mut self.tenant),
+                tenant: self.tenant.clone(),
                 model,
                 status: self.status,
                 attempts: self.attempts,

@@ -2,9 +2,10 @@
 //! with bounded label values, and the response tap that reads usage as the
 //! body streams past.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
+
+use dashmap::{DashMap, DashSet};
 
 use bytes::{Bytes, BytesMut};
 use prometheus::{IntCounter, IntCounterVec};
@@ -12,6 +13,7 @@ use prometheus::{IntCounter, IntCounterVec};
 use super::json::parse_json;
 use super::log::UsageLog;
 use super::sse::SseUsage;
+use super::tenant::Tenants;
 use super::Usage;
 use crate::config::UpstreamKind;
 
@@ -23,16 +25,19 @@ pub const JSON_LIMIT: usize = 4 * 1024 * 1024;
 pub const OTHER: &str = "other";
 
 /// Label values admitted first-come up to a cap; later ones become `other`.
+/// Sharded: admitting a value seen before takes no process-wide lock.
 pub struct LabelCap {
     max: AtomicUsize,
-    seen: HashSet<Box<str>>,
+    admitted: AtomicUsize,
+    seen: DashSet<Box<str>>,
 }
 
 impl LabelCap {
     pub fn new(max: usize) -> Self {
         Self {
             max: AtomicUsize::new(max),
-            seen: HashSet::new(),
+            admitted: AtomicUsize::new(0),
+            seen: DashSet::new(),
         }
     }
 
@@ -40,30 +45,32 @@ impl LabelCap {
         self.max.store(max, Ordering::Relaxed);
     }
 
-    pub fn admit<'a>(&mut self, value: &'a str) -> &'a str {
+    pub fn admit<'a>(&self, value: &'a str) -> &'a str {
         if self.seen.contains(value) {
             return value;
         }
-        if self.seen.len() < self.max.load(Ordering::Relaxed) {
-            self.seen.insert(value.into());
-            return value;
+        let max = self.max.load(Ordering::Relaxed);
+        let room = self
+            .admitted
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok();
+        if !room {
+            return OTHER;
         }
-        OTHER
+        if !self.seen.insert(value.into()) {
+            // Admitted by another request meanwhile: give the room back.
+            self.admitted.fetch_sub(1, Ordering::AcqRel);
+        }
+        value
     }
 }
 
-/// `[prompt, completion, cached, reasoning]` counters by upstream, model and
-/// tenant. Nested so that a lookup borrows the labels: nothing is allocated
-/// once a series exists.
-/// A type's series is created when it is first reported, so a provider that
+/// `[prompt, completion, cached, reasoning]` counters of one series. A
+/// type's counter is created when it is first reported, so a provider that
 /// never reports cached or reasoning tokens adds no zero series for them.
-type Series = HashMap<Arc<str>, HashMap<Box<str>, HashMap<Box<str>, [Option<IntCounter>; 4]>>>;
-
-struct Labels {
-    models: LabelCap,
-    tenants: LabelCap,
-    series: Series,
-}
+type Counters = [OnceLock<IntCounter>; 4];
 
 /// The `type` label values of `weir_tokens_total`.
 const TOKEN_TYPES: [&str; 4] = ["prompt", "completion", "cached", "reasoning"];
@@ -71,9 +78,31 @@ const TOKEN_TYPES: [&str; 4] = ["prompt", "completion", "cached", "reasoning"];
 /// Counts tokens and writes usage events.
 pub struct Accountant {
     pub log: Option<UsageLog>,
+    /// Whose requests they are, remembered per header value or key.
+    pub tenants: Tenants,
     tokens: IntCounterVec,
-    /// One short lock per finished request with usage.
-    labels: Mutex<Labels>,
+    models: LabelCap,
+    tenant_labels: LabelCap,
+    /// Series by (upstream, model, tenant) as the request named them, once
+    /// admitted under the caps: after the first answer of a series, a
+    /// lookup in a sharded map and nothing allocated.
+    series: DashMap<String, Arc<Counters>>,
+}
+
+thread_local! {
+    /// The lookup key of [`Accountant::count`], built in place.
+    static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// `upstream`, `model`, `tenant` as one unambiguous key (each prefixed by
+/// its length, so no value can pose as two).
+fn series_key(into: &mut String, labels: [&str; 3]) {
+    use std::fmt::Write;
+    into.clear();
+    for label in labels {
+        let _ = write!(into, "{}:", label.len());
+        into.push_str(label);
+    }
 }
 
 impl Accountant {
@@ -85,53 +114,47 @@ impl Accountant {
     ) -> Self {
         Self {
             log,
+            tenants: Tenants::default(),
             tokens,
-            labels: Mutex::new(Labels {
-                models: LabelCap::new(max_models),
-                tenants: LabelCap::new(max_tenants),
-                series: HashMap::new(),
-            }),
+            models: LabelCap::new(max_models),
+            tenant_labels: LabelCap::new(max_tenants),
+            series: DashMap::new(),
         }
     }
 
     /// New label caps (a reload); label values already admitted stay.
     pub fn set_caps(&self, max_models: usize, max_tenants: usize) {
-        let labels = self.labels.lock().unwrap_or_else(|e| e.into_inner());
-        labels.models.set_max(max_models);
-        labels.tenants.set_max(max_tenants);
+        self.models.set_max(max_models);
+        self.tenant_labels.set_max(max_tenants);
     }
 
     /// Adds one answer's tokens to `weir_tokens_total`.
-    pub fn count(&self, upstream: &Arc<str>, model: &str, tenant: &str, usage: &Usage) {
-        let mut labels = self.labels.lock().unwrap_or_else(|e| e.into_inner());
-        let Labels {
-            models,
-            tenants,
-            series,
-        } = &mut *labels;
-        let model = models.admit(model);
-        let tenant = tenants.admit(tenant);
-        if !series.contains_key(upstream) {
-            series.insert(upstream.clone(), HashMap::new());
-        }
-        let by_model = series.get_mut(upstream).expect("inserted above");
-        if !by_model.contains_key(model) {
-            by_model.insert(model.into(), HashMap::new());
-        }
-        let by_tenant = by_model.get_mut(model).expect("inserted above");
-        if !by_tenant.contains_key(tenant) {
-            by_tenant.insert(tenant.into(), Default::default());
-        }
-        let counters = by_tenant.get_mut(tenant).expect("inserted above");
+    pub fn count(&self, upstream: &str, model: &str, tenant: &str, usage: &Usage) {
         let reported = [
             usage.prompt,
             usage.completion,
             usage.cached,
             usage.reasoning,
         ];
-        for ((slot, kind), n) in counters.iter_mut().zip(TOKEN_TYPES).zip(reported) {
+        let (counters, model, tenant) = KEY.with(|key| {
+            let mut key = key.borrow_mut();
+            series_key(&mut key, [upstream, model, tenant]);
+            if let Some(found) = self.series.get(key.as_str()) {
+                return (found.clone(), model, tenant);
+            }
+            // The first answer of this series, or labels past a cap: those
+            // count under `other`, whose series is kept under its own key,
+            // so the map stays bounded by the caps.
+            let labels = (self.models.admit(model), self.tenant_labels.admit(tenant));
+            if labels != (model, tenant) {
+                series_key(&mut key, [upstream, labels.0, labels.1]);
+            }
+            let counters = self.series.entry(key.clone()).or_default().clone();
+            (counters, labels.0, labels.1)
+        });
+        for ((slot, kind), n) in counters.iter().zip(TOKEN_TYPES).zip(reported) {
             if n > 0 {
-                slot.get_or_insert_with(|| {
+                slot.get_or_init(|| {
                     self.tokens
                         .with_label_values(&[upstream, model, tenant, kind])
                 })
@@ -246,10 +269,44 @@ mod tests {
 
     #[test]
     fn labels_past_the_cap_become_other() {
-        let mut cap = LabelCap::new(2);
+        let cap = LabelCap::new(2);
         assert_eq!(cap.admit("a"), "a");
         assert_eq!(cap.admit("b"), "b");
         assert_eq!(cap.admit("c"), OTHER);
         assert_eq!(cap.admit("a"), "a");
+    }
+
+    #[test]
+    fn series_keys_cannot_be_confused() {
+        let (mut a, mut b) = (String::new(), String::new());
+        series_key(&mut a, ["u", "m:1", "t"]);
+        series_key(&mut b, ["u", "m", "1:t"]);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn tokens_past_the_caps_count_under_other_and_the_series_stay_bounded() {
+        let tokens = IntCounterVec::new(
+            prometheus::Opts::new("t", "t"),
+            &["upstream", "model", "tenant", "type"],
+        )
+        .unwrap();
+        let accountant = Accountant::new(tokens.clone(), None, 1, 2);
+        let usage = Usage {
+            prompt: 3,
+            completion: 4,
+            ..Default::default()
+        };
+        for i in 0..50 {
+            accountant.count("up", &format!("m{}", i % 3), &format!("t{i}"), &usage);
+        }
+        let get = |m: &str, t: &str, k: &str| tokens.with_label_values(&["up", m, t, k]).get();
+        assert_eq!(get("m0", "t0", "prompt"), 3);
+        assert_eq!(get("m0", "t1", "completion"), 0, "m1 is past the model cap");
+        assert_eq!(get("other", "t1", "completion"), 4);
+        // Of i = 2..50: a third are m0 (past the tenant cap), the rest neither.
+        assert_eq!(get("m0", "other", "prompt"), 3 * 16);
+        assert_eq!(get("other", "other", "prompt"), 3 * 32);
+        assert!(accountant.series.len() <= 4, "{}", accountant.series.len());
     }
 }

@@ -31,7 +31,7 @@ pub struct UsageEvent {
     pub ts: SystemTime,
     pub request_id: String,
     pub upstream: Arc<str>,
-    pub tenant: String,
+    pub tenant: Arc<str>,
     pub model: Option<String>,
     pub status: u16,
     pub attempts: u32,
@@ -48,10 +48,13 @@ fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error
 enum Command {
     Event(Box<UsageEvent>),
     Wake,
+    Stop,
 }
 
 pub struct UsageLog {
-    tx: Mutex<Option<SyncSender<Command>>>,
+    /// Bounded; `try_send` never waits and takes no process-wide lock.
+    tx: SyncSender<Command>,
+    closed: AtomicBool,
     reopen: Arc<AtomicBool>,
     dropped: IntCounter,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -68,7 +71,8 @@ impl UsageLog {
             .name("weir-usage-log".into())
             .spawn(move || write_loop(path, file, rx, flag))?;
         Ok(Self {
-            tx: Mutex::new(Some(tx)),
+            tx,
+            closed: AtomicBool::new(false),
             reopen,
             dropped,
             writer: Mutex::new(Some(writer)),
@@ -77,9 +81,11 @@ impl UsageLog {
 
     /// Queues an event; never waits. A full queue drops and counts it.
     pub fn record(&self, event: UsageEvent) {
-        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(tx) = tx.as_ref() else { return };
-        match tx.try_send(Command::Event(Box::new(event))) {
+        if self.closed.load(Ordering::Acquire) {
+            self.dropped.inc();
+            return;
+        }
+        match self.tx.try_send(Command::Event(Box::new(event))) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.dropped.inc(),
         }
@@ -88,15 +94,17 @@ impl UsageLog {
     /// Reopens the file (after a rotation), before the next write.
     pub fn reopen(&self) {
         self.reopen.store(true, Ordering::Release);
-        if let Some(tx) = self.tx.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            let _ = tx.try_send(Command::Wake);
-        }
+        let _ = self.tx.try_send(Command::Wake);
     }
 
     /// Writes what is queued, flushes and stops the writer. Blocking: call
     /// from `spawn_blocking`.
     pub fn close(&self) {
-        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // Behind every event already queued; waits for room if it must.
+        let _ = self.tx.send(Command::Stop);
         if let Some(writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = writer.join();
         }
@@ -124,7 +132,7 @@ fn write_loop(path: PathBuf, file: File, rx: mpsc::Receiver<Command>, reopen: Ar
                 }
             }
             Ok(Command::Wake) | Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
+            Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => break,
         }
         // Checked after the event: whatever was queued before the rotation
         // goes to the old file.
