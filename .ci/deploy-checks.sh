@@ -125,8 +125,12 @@ promtool check rules "$work/dashboard-rules.yaml"
 # ---------------------------------------------------------------- 6: Dockerfile's default policy
 say "cargo build (weir, mock_llm)"
 cargo build --locked --bin weir --example mock_llm
-weir=target/debug/weir
-mock=target/debug/examples/mock_llm
+# Where cargo put them: CARGO_TARGET_DIR, a config's build.target-dir or ./target.
+target_dir=$(cargo metadata --locked --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+weir="$target_dir/debug/weir"
+mock="$target_dir/debug/examples/mock_llm"
+[ -x "$weir" ] && [ -x "$mock" ] || fail "cargo build left no $weir or $mock"
 
 say "the Dockerfile's dependency stage: its stubs satisfy the manifest and the lock"
 mkdir "$work/stub"

@@ -1,6 +1,6 @@
 //! The deployment artefacts agree with weir: every metric the Grafana
-//! dashboard and the Prometheus alerts name is in the contract's metrics
-//! table with the type weir exports it under, and appears in a real scrape
+//! dashboard and the Prometheus alerts name is in the README's metrics
+//! table, that table is what `/metrics` exports, with the type weir exports it under, and appears in a real scrape
 //! once traffic has created its series; the chart's copies of the dashboard
 //! and the rules are the examples' byte for byte; every YAML file parses;
 //! and every policy the chart or the examples would hand weir passes weir's
@@ -43,12 +43,16 @@ fn yaml_documents(path: &str) -> Vec<Value> {
         .collect()
 }
 
-/// `name -> type` from the metrics table of the contract.
-fn contract_metrics() -> BTreeMap<String, String> {
-    let path = repo("../shared/CONTRACT.md");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("the contract {}: {e}", path.display()));
-    let metrics: BTreeMap<String, String> = text
+/// `name -> type` from the README's metrics table: the table users read is
+/// the one this test holds to the dashboard, the alerts and the scrape.
+fn documented_metrics() -> BTreeMap<String, String> {
+    let text = read("README.md");
+    let section = text
+        .split("\n## Metrics\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("README.md has a \"## Metrics\" section");
+    let metrics: BTreeMap<String, String> = section
         .lines()
         .filter_map(|line| {
             let cells: Vec<&str> = line.split('|').map(str::trim).collect();
@@ -58,8 +62,7 @@ fn contract_metrics() -> BTreeMap<String, String> {
         .collect();
     assert!(
         metrics.len() >= 10,
-        "the contract's metrics table was not found in {}",
-        path.display()
+        "the metrics table was not found in README.md's \"## Metrics\" section"
     );
     metrics
 }
@@ -89,10 +92,10 @@ fn metric_names(text: &str, into: &mut BTreeSet<String>) {
 
 /// The metric family a name belongs to: a histogram's `_bucket`, `_sum` and
 /// `_count` series are its family's.
-fn family(name: &str, contract: &BTreeMap<String, String>) -> String {
+fn family(name: &str, documented: &BTreeMap<String, String>) -> String {
     for suffix in ["_bucket", "_sum", "_count"] {
         if let Some(base) = name.strip_suffix(suffix) {
-            if contract.get(base).map(String::as_str) == Some("histogram") {
+            if documented.get(base).map(String::as_str) == Some("histogram") {
                 return base.to_owned();
             }
         }
@@ -119,13 +122,38 @@ fn yaml_strings(value: &Value, into: &mut Vec<String>) {
     }
 }
 
-/// `# TYPE` lines of a scrape: `family -> type`.
+/// The families of a scrape and their types, read by `prometheus-parse`.
 fn scraped_families(scrape: &str) -> BTreeMap<String, String> {
-    scrape
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split_once(' '))
-        .map(|(name, kind)| (name.to_owned(), kind.trim().to_owned()))
+    let lines = scrape.lines().map(|l| Ok(l.to_owned()));
+    let parsed = prometheus_parse::Scrape::parse(lines).expect("the scrape parses");
+    // prometheus-parse folds `_bucket` into the histogram's sample but gives
+    // `_sum` and `_count` samples of their own: they belong to the family.
+    let histograms: BTreeSet<&str> = parsed
+        .samples
+        .iter()
+        .filter(|s| matches!(s.value, prometheus_parse::Value::Histogram(_)))
+        .map(|s| s.metric.as_str())
+        .collect();
+    let part_of_histogram = |name: &str| {
+        ["_sum", "_count"].iter().any(|suffix| {
+            name.strip_suffix(suffix)
+                .is_some_and(|b| histograms.contains(b))
+        })
+    };
+    parsed
+        .samples
+        .iter()
+        .filter(|sample| !part_of_histogram(&sample.metric))
+        .map(|sample| {
+            let kind = match sample.value {
+                prometheus_parse::Value::Counter(_) => "counter",
+                prometheus_parse::Value::Gauge(_) => "gauge",
+                prometheus_parse::Value::Histogram(_) => "histogram",
+                prometheus_parse::Value::Summary(_) => "summary",
+                prometheus_parse::Value::Untyped(_) => "untyped",
+            };
+            (sample.metric.clone(), kind.to_owned())
+        })
         .collect()
 }
 
@@ -175,6 +203,7 @@ fn names_used() -> BTreeMap<String, Vec<&'static str>> {
 }
 
 const OK_BODY: &str = r#"{"id":"c1","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}"#;
+const NO_USAGE_BODY: &str = r#"{"id":"c2","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}"#;
 const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
 
 fn temp_file(name: &str, text: &str) -> PathBuf {
@@ -193,23 +222,23 @@ fn temp_file(name: &str, text: &str) -> PathBuf {
 }
 
 #[tokio::test]
-async fn every_metric_the_dashboard_and_alerts_use_is_in_the_contract_and_the_scrape() {
-    let contract = contract_metrics();
+async fn every_metric_the_dashboard_and_alerts_use_is_in_the_readme_table_and_the_scrape() {
+    let documented = documented_metrics();
     let used = names_used();
 
-    // 1. Every name used is a contract metric (or a histogram series of one).
+    // 1. Every name used is a documented metric (or a histogram series of one).
     let unknown: Vec<String> = used
         .iter()
-        .filter(|(name, _)| !contract.contains_key(&family(name, &contract)))
+        .filter(|(name, _)| !documented.contains_key(&family(name, &documented)))
         .map(|(name, paths)| format!("{name} (in {})", paths.join(", ")))
         .collect();
     assert!(
         unknown.is_empty(),
-        "not in CONTRACT.md's metrics table: {unknown:?}"
+        "not in README.md's metrics table: {unknown:?}"
     );
-    let families: BTreeSet<String> = used.keys().map(|n| family(n, &contract)).collect();
+    let families: BTreeSet<String> = used.keys().map(|n| family(n, &documented)).collect();
 
-    // ... and every contract metric has a place on the dashboard.
+    // ... and every documented metric has a place on the dashboard.
     let mut on_dashboard = BTreeSet::new();
     let mut strings = Vec::new();
     for panel in panels(&dashboard()) {
@@ -220,15 +249,17 @@ async fn every_metric_the_dashboard_and_alerts_use_is_in_the_contract_and_the_sc
     strings
         .iter()
         .for_each(|s| metric_names(s, &mut on_dashboard));
-    let on_dashboard: BTreeSet<String> =
-        on_dashboard.iter().map(|n| family(n, &contract)).collect();
-    let missing_panels: Vec<&String> = contract
+    let on_dashboard: BTreeSet<String> = on_dashboard
+        .iter()
+        .map(|n| family(n, &documented))
+        .collect();
+    let missing_panels: Vec<&String> = documented
         .keys()
         .filter(|m| !on_dashboard.contains(*m))
         .collect();
     assert!(
         missing_panels.is_empty(),
-        "contract metrics no dashboard query uses: {missing_panels:?}"
+        "documented metrics no dashboard query uses: {missing_panels:?}"
     );
 
     // 2. Traffic that creates a series in every family weir can fill today:
@@ -242,6 +273,14 @@ async fn every_metric_the_dashboard_and_alerts_use_is_in_the_contract_and_the_sc
             .unwrap()
     })
     .await;
+    // A successful answer that reports no usage (weir_usage_missing_total).
+    let silent = MockUpstream::start(|_| async {
+        Response::builder()
+            .header("content-type", "application/json")
+            .body(full(NO_USAGE_BODY))
+            .unwrap()
+    })
+    .await;
     let failing = MockUpstream::start(|_| async {
         Response::builder().status(503).body(full("down")).unwrap()
     })
@@ -249,6 +288,10 @@ async fn every_metric_the_dashboard_and_alerts_use_is_in_the_contract_and_the_sc
     let yaml = policy(&format!(
         "  ok:
     route: /ok
+    url: {}
+    kind: openai
+  silent:
+    route: /silent
     url: {}
     kind: openai
   failing:
@@ -263,6 +306,7 @@ async fn every_metric_the_dashboard_and_alerts_use_is_in_the_contract_and_the_sc
       open_for: 60s
 ",
         ok.url(),
+        silent.url(),
         failing.url()
     ));
     let weir = TestWeir::start(&yaml).await;
@@ -271,6 +315,9 @@ async fn every_metric_the_dashboard_and_alerts_use_is_in_the_contract_and_the_sc
         assert_eq!(response.status(), 200);
         body_bytes(response).await;
     }
+    let response = send(post(&weir.url("/silent/v1/chat/completions"), CHAT)).await;
+    assert_eq!(response.status(), 200);
+    body_bytes(response).await;
     let response = send(get(&weir.url("/nowhere"))).await;
     assert_eq!(response.status(), 404);
     body_bytes(response).await;
@@ -295,14 +342,14 @@ async fn every_metric_the_dashboard_and_alerts_use_is_in_the_contract_and_the_sc
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
-    // 3. What the dashboard and alerts use is exported, under the contract's type.
+    // 3. What the dashboard and alerts use is exported, under the documented type.
     for name in &families {
         if let Some(kind) = scraped.get(name) {
             assert_eq!(
                 Some(kind),
-                contract.get(name),
-                "{name} is exported as a {kind}, the contract says {:?}",
-                contract.get(name)
+                documented.get(name),
+                "{name} is exported as a {kind}, README.md says {:?}",
+                documented.get(name)
             );
         }
     }
@@ -317,6 +364,27 @@ async fn every_metric_the_dashboard_and_alerts_use_is_in_the_contract_and_the_sc
         absent.is_empty(),
         "the dashboard or alerts use {absent:?}, which weir did not export after traffic \
          that should create them\n--- scrape ---\n{scrape}"
+    );
+
+    // 4. The table is what weir exports: every documented family appears
+    //    after this traffic, under its documented type, and weir exports
+    //    nothing the table does not name.
+    let undocumented: Vec<&String> = scraped
+        .keys()
+        .filter(|name| !documented.contains_key(*name))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "weir exports {undocumented:?}, which README.md's metrics table does not list"
+    );
+    let unexported: Vec<&String> = documented
+        .keys()
+        .filter(|name| !scraped.contains_key(*name))
+        .collect();
+    assert!(
+        unexported.is_empty(),
+        "README.md's metrics table lists {unexported:?}, which weir did not export \
+         after traffic that should create them\n--- scrape ---\n{scrape}"
     );
     weir.shutdown().await;
 }
