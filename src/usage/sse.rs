@@ -17,7 +17,10 @@
 //! still open when the stream ends is discarded (its bytes still reach the
 //! client). A leading byte-order mark is not removed.
 
+use std::sync::LazyLock;
+
 use bytes::Bytes;
+use memchr::memmem;
 
 use crate::usage::json::Fields;
 use crate::usage::Usage;
@@ -347,13 +350,10 @@ fn data_of<'e>(event: &'e [u8], joined: &'e mut Vec<u8>) -> Option<&'e [u8]> {
 /// Never false when it does; true for some events that do not (a `usage`
 /// broken over two `data:` lines, say), which parsing then sorts out.
 fn has_live_usage(event: &[u8]) -> bool {
-    let mut from = 0;
-    while let Some(g) = find_either(&event[from..], b'g', b'g').map(|g| g + from) {
-        from = g + 1;
-        if g < 4 || !event[g - 4..].starts_with(b"\"usage\"") {
-            continue;
-        }
-        let after = skip_blanks(event.get(g + 3..).unwrap_or_default());
+    static KEY: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"\"usage\""));
+    for at in KEY.find_iter(event) {
+        let after = skip_blanks(&event[at + b"\"usage\"".len()..]);
         match after.first() {
             Some(b':') if skip_blanks(&after[1..]).starts_with(b"null") => {}
             Some(b',' | b'}' | b']') => {} // a string value, not a key
@@ -368,36 +368,9 @@ fn skip_blanks(s: &[u8]) -> &[u8] {
     &s[n..]
 }
 
-const LSB: u64 = u64::from_ne_bytes([0x01; 8]);
-const MSB: u64 = u64::from_ne_bytes([0x80; 8]);
-
-/// Marks the zero bytes of `x`; the lowest mark is exact (higher ones may not be).
-fn zero_bytes(x: u64) -> u64 {
-    x.wrapping_sub(LSB) & !x & MSB
-}
-
-/// The first `\n` or `\r` in `s`, eight bytes at a time.
+/// The first `\n` or `\r` in `s`.
 fn find_eol(s: &[u8]) -> Option<usize> {
-    find_either(s, b'\n', b'\r')
-}
-
-fn find_either(s: &[u8], a: u8, b: u8) -> Option<usize> {
-    let (va, vb) = (LSB * u64::from(a), LSB * u64::from(b));
-    let words = s.chunks_exact(8);
-    let tail = words.remainder();
-    for (n, word) in words.enumerate() {
-        let mut le = [0; 8];
-        le.copy_from_slice(word);
-        let w = u64::from_le_bytes(le);
-        let marks = zero_bytes(w ^ va) | zero_bytes(w ^ vb);
-        if marks != 0 {
-            return Some(n * 8 + marks.trailing_zeros() as usize / 8);
-        }
-    }
-    let done = s.len() - tail.len();
-    tail.iter()
-        .position(|&c| c == a || c == b)
-        .map(|p| done + p)
+    memchr::memchr2(b'\n', b'\r', s)
 }
 
 #[cfg(test)]
