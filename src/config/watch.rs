@@ -11,12 +11,16 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
+use notify::RecursiveMode;
+use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 /// Events closer together than this are one change.
 const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// The running watch: dropping it stops notify's and the debouncer's threads.
+pub type PolicyWatcher = Debouncer<notify::RecommendedWatcher, RecommendedCache>;
 
 /// The content hash of a policy file, to tell a real change from a touch.
 pub fn content_hash(text: &str) -> [u8; 32] {
@@ -24,35 +28,22 @@ pub fn content_hash(text: &str) -> [u8; 32] {
 }
 
 /// Watches `path`'s directory; sends a tick on the returned channel after
-/// each debounced burst of changes. Dropping the returned watcher stops it.
-pub fn watch(path: &Path) -> notify::Result<(notify::RecommendedWatcher, mpsc::Receiver<()>)> {
+/// each debounced burst of changes (`notify-debouncer-full`, on its own
+/// thread). A tick is dropped when one is already waiting: the reload it
+/// causes reads the file as it is then.
+pub fn watch(path: &Path) -> notify::Result<(PolicyWatcher, mpsc::Receiver<()>)> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        // Called on notify's own thread: hand over and return at once.
-        if event.is_ok_and(|e| !e.kind.is_access()) {
-            let _ = raw_tx.send(());
+    let (tx, rx) = mpsc::channel(1);
+    let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
+        // Called on the debouncer's thread: hand over and return at once.
+        let changed = result.is_ok_and(|events| events.iter().any(|e| !e.kind.is_access()));
+        if changed {
+            let _ = tx.try_send(());
         }
     })?;
-    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-    let (tx, rx) = mpsc::channel(1);
-    tokio::spawn(async move {
-        while raw_rx.recv().await.is_some() {
-            // Swallow the rest of the burst.
-            loop {
-                match tokio::time::timeout(DEBOUNCE, raw_rx.recv()).await {
-                    Ok(Some(())) => continue,
-                    Ok(None) => return,
-                    Err(_) => break,
-                }
-            }
-            if tx.try_send(()).is_err() && tx.is_closed() {
-                return;
-            }
-        }
-    });
-    Ok((watcher, rx))
+    debouncer.watch(&dir, RecursiveMode::NonRecursive)?;
+    Ok((debouncer, rx))
 }
