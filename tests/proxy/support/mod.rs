@@ -150,14 +150,7 @@ impl TestWeir {
     /// Waits (bounded) until `sample` reaches `value`; returns the last value
     /// seen, for the caller's assertion.
     pub async fn metric_eventually(&self, sample: &str, value: f64) -> f64 {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let seen = self.metric(sample).await;
-            if seen == value || tokio::time::Instant::now() >= deadline {
-                return seen;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        settles(&value, || self.metric(sample)).await
     }
 
     pub async fn admin_get(&self, path: &str) -> (u16, String) {
@@ -282,6 +275,24 @@ pub async fn open_stream(
         .into_body();
     assert_eq!(next_chunk(&mut body).await.unwrap().unwrap(), "data: 1\n\n");
     (events, body)
+}
+
+/// Polls `probe` every few milliseconds until it returns `want`, for at most
+/// [`PATIENCE`]; returns the last value seen, for the caller's assertion.
+pub async fn settles<T, F, Fut>(want: &T, mut probe: F) -> T
+where
+    T: PartialEq,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let seen = probe().await;
+        if seen == *want || tokio::time::Instant::now() >= deadline {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Waits (bounded) until `condition` holds, polling every few milliseconds.
