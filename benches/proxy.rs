@@ -47,7 +47,7 @@ use tokio::time::{sleep, sleep_until, Instant};
 
 use load::Window;
 use procs::{cpu_ticks, machine_busy_ticks, rss_kib};
-use stats::{fixed, median, ms, percentile, signed_ms, thousands};
+use stats::{fixed, median, signed_ms, thousands};
 
 /// Chat completions path, the same on every side (weir's route `/v1` maps to the upstream's `/v1`).
 const CHAT_PATH: &str = "/v1/chat/completions";
@@ -343,13 +343,12 @@ async fn load_run(
     conns: usize,
     measured: Duration,
 ) -> LoadRun {
-    let (mut result, before, after, foreign) = measure(ctx, path, measured, |w| {
+    let (result, before, after, foreign) = measure(ctx, path, measured, |w| {
         load::closed_loop(addr, CHAT_PATH, conns, w)
     })
     .await;
-    result.latencies.sort_unstable();
     let n = result.latencies.len();
-    let pct = |q| ms(percentile(&result.latencies, q));
+    let pct = |q| result.latencies.ms_at(q);
     LoadRun {
         rps: n as f64 / measured.as_secs_f64(),
         p50: pct(0.50),
@@ -368,19 +367,16 @@ async fn load_run(
 }
 
 async fn stream_run(ctx: &mut Ctx, path: Path, addr: SocketAddr, measured: Duration) -> StreamRun {
-    let (mut r, _, _, foreign) = measure(ctx, path, measured, |w| {
+    let (r, _, _, foreign) = measure(ctx, path, measured, |w| {
         load::streams(addr, CHAT_PATH, STREAM_CONNS, w)
     })
     .await;
-    r.ttft.sort_unstable();
-    r.tbt.sort_unstable();
-    r.total.sort_unstable();
     StreamRun {
-        ttft50: ms(percentile(&r.ttft, 0.5)),
-        ttft99: ms(percentile(&r.ttft, 0.99)),
-        tbt50: ms(percentile(&r.tbt, 0.5)),
-        tbt99: ms(percentile(&r.tbt, 0.99)),
-        total50: ms(percentile(&r.total, 0.5)),
+        ttft50: r.ttft.ms_at(0.5),
+        ttft99: r.ttft.ms_at(0.99),
+        tbt50: r.tbt.ms_at(0.5),
+        tbt99: r.tbt.ms_at(0.99),
+        total50: r.total.ms_at(0.5),
         streams: r.ttft.len(),
         errors: r.errors,
         foreign,

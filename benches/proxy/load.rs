@@ -17,6 +17,8 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::stats::Latencies;
+
 /// A small non-streamed chat completion request (the mock answers 8 tokens, ~350 bytes).
 pub const CHAT: &[u8] =
     br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello in one short sentence."}]}"#;
@@ -126,8 +128,8 @@ pub struct Window {
 
 #[derive(Default)]
 pub struct LoadResult {
-    /// Latency of every counted request, in nanoseconds.
-    pub latencies: Vec<u64>,
+    /// Latency of every counted request.
+    pub latencies: Latencies,
     /// Non-200 answers and transport errors (the connection is reopened).
     pub errors: u64,
 }
@@ -157,7 +159,7 @@ pub async fn closed_loop(
                     continue;
                 }
                 if t0 >= w.start && t1 <= w.end {
-                    out.latencies.push(nanos(t1 - t0));
+                    out.latencies.record(nanos(t1 - t0));
                 }
             }
             out
@@ -166,7 +168,7 @@ pub async fn closed_loop(
     let mut total = LoadResult::default();
     while let Some(r) = clients.join_next().await {
         let r = r.expect("client task");
-        total.latencies.extend(r.latencies);
+        total.latencies.merge(&r.latencies);
         total.errors += r.errors;
     }
     total
@@ -174,12 +176,12 @@ pub async fn closed_loop(
 
 #[derive(Default)]
 pub struct StreamResult {
-    /// Request sent to first content event, per stream, in nanoseconds.
-    pub ttft: Vec<u64>,
-    /// Gaps between consecutive content events, in nanoseconds.
-    pub tbt: Vec<u64>,
+    /// Request sent to first content event, per stream.
+    pub ttft: Latencies,
+    /// Gaps between consecutive content events.
+    pub tbt: Latencies,
     /// Request sent to the end of the stream.
-    pub total: Vec<u64>,
+    pub total: Latencies,
     pub errors: u64,
 }
 
@@ -208,9 +210,11 @@ pub async fn streams(
                     continue;
                 }
                 if t0 >= w.start && t1 <= w.end {
-                    out.ttft.push(arrivals[0]);
-                    out.tbt.extend(arrivals.windows(2).map(|p| p[1] - p[0]));
-                    out.total.push(nanos(t1 - t0));
+                    out.ttft.record(arrivals[0]);
+                    arrivals
+                        .windows(2)
+                        .for_each(|p| out.tbt.record(p[1] - p[0]));
+                    out.total.record(nanos(t1 - t0));
                 }
             }
             out
@@ -219,9 +223,9 @@ pub async fn streams(
     let mut total = StreamResult::default();
     while let Some(r) = clients.join_next().await {
         let r = r.expect("client task");
-        total.ttft.extend(r.ttft);
-        total.tbt.extend(r.tbt);
-        total.total.extend(r.total);
+        total.ttft.merge(&r.ttft);
+        total.tbt.merge(&r.tbt);
+        total.total.merge(&r.total);
         total.errors += r.errors;
     }
     total
