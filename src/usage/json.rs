@@ -28,7 +28,7 @@ pub fn parse_json(body: &[u8]) -> (Option<String>, Option<Usage>) {
 /// details). None if neither shape.
 pub fn usage_of(value: &Value) -> Option<Usage> {
     let usage = value.as_object()?;
-    let count = |key: &str| usage.get(key).and_then(tokens);
+    let count = |key: &str| usage.get(key).map(tokens);
     let [prompt, completion, prompt_details, completion_details] =
         if count("prompt_tokens").is_some() || count("completion_tokens").is_some() {
             [
@@ -47,29 +47,39 @@ pub fn usage_of(value: &Value) -> Option<Usage> {
         } else {
             return None;
         };
-    let detail = |details: &str, key: &str| {
+    // A count that is there but is not believable makes the whole report
+    // missing: half of a lying answer is not a count either.
+    let prompt = count(prompt).unwrap_or(Some(0))?;
+    let completion = count(completion).unwrap_or(Some(0))?;
+    let detail = |details: &str, key: &str, within: u64| {
         usage
             .get(details)
             .and_then(|d| d.get(key))
             .and_then(tokens)
             .unwrap_or(0)
+            .min(within)
     };
     Some(Usage {
-        prompt: count(prompt).unwrap_or(0),
-        completion: count(completion).unwrap_or(0),
-        cached: detail(prompt_details, "cached_tokens"),
-        reasoning: detail(completion_details, "reasoning_tokens"),
+        prompt,
+        completion,
+        cached: detail(prompt_details, "cached_tokens", prompt),
+        reasoning: detail(completion_details, "reasoning_tokens", completion),
     })
 }
 
-/// A token count: a non-negative integer (`12.0` is accepted as 12).
+/// The most tokens one answer may report; a larger count is not believed.
+pub const MAX_TOKENS_PER_ANSWER: u64 = 10_000_000;
+
+/// A token count: a non-negative integer up to [`MAX_TOKENS_PER_ANSWER`]
+/// (`12.0` is accepted as 12); `None` for anything else (`null` included).
 fn tokens(value: &Value) -> Option<u64> {
-    value.as_u64().or_else(|| {
+    let n = value.as_u64().or_else(|| {
         value
             .as_f64()
-            .filter(|f| *f >= 0.0 && f.fract() == 0.0 && *f < u64::MAX as f64)
+            .filter(|f| *f >= 0.0 && f.fract() == 0.0 && *f <= MAX_TOKENS_PER_ANSWER as f64)
             .map(|f| f as u64)
-    })
+    })?;
+    (n <= MAX_TOKENS_PER_ANSWER).then_some(n)
 }
 
 /// What weir reads from a JSON answer or from the data of one SSE event.
@@ -245,7 +255,7 @@ mod tests {
     #[test]
     fn odd_types_are_treated_as_absent() {
         let body = br#"{"model":7,"choices":"none","usage":{"prompt_tokens":3.0,
-            "completion_tokens":-1,"prompt_tokens_details":null}}"#;
+            "prompt_tokens_details":null}}"#;
         assert_eq!(parse_json(body), (None, usage(3, 0, 0, 0)));
         let escaped = br#"{"model":"a\u00e9b","usage":{"input_tokens":1}}"#;
         assert_eq!(
@@ -254,6 +264,34 @@ mod tests {
         );
         assert_eq!(parse_json(b"[1,2]"), (None, None));
         assert_eq!(usage_of(&Value::Null), None);
+    }
+
+    #[test]
+    fn unbelievable_counts_make_the_usage_missing() {
+        for usage in [
+            r#"{"prompt_tokens":18446744073709551615,"completion_tokens":1}"#,
+            r#"{"prompt_tokens":9223372036854775808,"completion_tokens":9223372036854775808}"#,
+            r#"{"prompt_tokens":10000001,"completion_tokens":1}"#,
+            r#"{"prompt_tokens":3,"completion_tokens":-1}"#,
+            r#"{"prompt_tokens":3,"completion_tokens":1.5}"#,
+            r#"{"prompt_tokens":"3","completion_tokens":1}"#,
+            r#"{"prompt_tokens":1e300,"completion_tokens":1}"#,
+            r#"{"input_tokens":-5,"output_tokens":2}"#,
+        ] {
+            let body = format!(r#"{{"model":"m","usage":{usage}}}"#);
+            assert_eq!(
+                parse_json(body.as_bytes()),
+                (Some("m".into()), None),
+                "{usage}"
+            );
+        }
+        // The most believed, and details never more than their total.
+        let body = br#"{"usage":{"prompt_tokens":10000000,"completion_tokens":2,
+            "prompt_tokens_details":{"cached_tokens":99999999},
+            "completion_tokens_details":{"reasoning_tokens":5}}}"#;
+        assert_eq!(parse_json(body), (None, usage(10_000_000, 2, 0, 2)));
+        let body = br#"{"usage":{"prompt_tokens":5,"prompt_tokens_details":{"cached_tokens":9}}}"#;
+        assert_eq!(parse_json(body), (None, usage(5, 0, 5, 0)));
     }
 
     #[test]
