@@ -107,6 +107,7 @@ fn accounting(c: &mut Criterion) {
         http::header::AUTHORIZATION,
         http::HeaderValue::from_static("Bearer sk-bench-0123456789abcdef0123456789abcdef"),
     );
+    // Computed every time (SHA-256 of the key, a new String): the old path.
     group.bench_function("tenant_of_a_bearer_key", |b| {
         b.iter(|| {
             black_box(weir::usage::tenant::tenant_of(
@@ -114,6 +115,11 @@ fn accounting(c: &mut Criterion) {
                 &tenant_header,
             ))
         })
+    });
+    // What the proxy calls: the same answer, remembered per key.
+    let tenants_cache = weir::usage::tenant::Tenants::default();
+    group.bench_function("tenant_of_a_bearer_key_cached", |b| {
+        b.iter(|| black_box(tenants_cache.of(black_box(&headers), &tenant_header)))
     });
     let metrics = Metrics::new();
     let accountant = accountant(&metrics);
