@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::proxy::{Body, Shared};
+use crate::server::conns::{Conns, Held, Timeouts, Watched};
 
 /// What the admin endpoints read.
 pub struct AdminState {
@@ -23,8 +24,12 @@ pub struct AdminState {
     pub ready: AtomicBool,
 }
 
+/// Admin connections at once: scrapes and probes, never many; past it the
+/// longest idle closes first.
+const ADMIN_MAX_CONNECTIONS: usize = 256;
+
 pub(crate) async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: CancellationToken) {
-    let builder = Arc::new(crate::server::http_builder());
+    let conns = Conns::new(&state.shared.metrics, "admin");
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -35,11 +40,29 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: C
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 };
-                let state = state.clone();
-                let builder = builder.clone();
+                let Some(tracked) = conns.admit(ADMIN_MAX_CONNECTIONS) else {
+                    continue;
+                };
+                let limits = state.shared.snapshot.load().policy.limits.clone();
+                let builder = crate::server::http_builder(&limits);
+                let timeouts = Timeouts::from(&limits);
+                let service = {
+                    let (state, conn) = (state.clone(), tracked.state.clone());
+                    service_fn(move |request: Request<Incoming>| {
+                        let held = conn.request_started(request.version() == http::Version::HTTP_2);
+                        let answered = answer(state.clone(), request);
+                        async move {
+                            let response = answered.await?;
+                            Ok::<_, Infallible>(response.map(|body| Held::new(body, held)))
+                        }
+                    })
+                };
                 connections.spawn(async move {
-                    let service = service_fn(move |request| answer(state.clone(), request));
-                    let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                    let stream = Watched::new(stream, tracked.state.clone());
+                    tokio::select! {
+                        _ = builder.serve_connection(TokioIo::new(stream), service) => {}
+                        why = tracked.must_close(timeouts) => tracked.conns().count(why),
+                    }
                 });
             }
         }

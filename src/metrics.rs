@@ -13,6 +13,8 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::reject::Reject;
+
 /// 1 ms to 10 min: fast embedding calls and long generations alike.
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 60.0,
@@ -138,6 +140,8 @@ pub struct Metrics {
     pub usage_events_dropped: IntCounter,
     pub config_reloads: IntCounterVec,
     pub config_last_reload_success: prometheus::Gauge,
+    client_connections: IntGaugeVec,
+    connections_closed: IntCounterVec,
 }
 
 impl Metrics {
@@ -186,7 +190,24 @@ impl Metrics {
         registry
             .register(Box::new(config_last_reload_success.clone()))
             .expect("each metric is registered once");
+        let client_connections = IntGaugeVec::new(
+            Opts::new(
+                "weir_client_connections",
+                "Client connections open now, by listener.",
+            ),
+            &["listener"],
+        )
+        .expect("static metric options are valid");
+        registry
+            .register(Box::new(client_connections.clone()))
+            .expect("each metric is registered once");
         Self {
+            client_connections,
+            connections_closed: counter(
+                "weir_connections_closed_total",
+                "Client connections weir closed, by reason.",
+                &["reason"],
+            ),
             requests: counter(
                 "weir_requests_total",
                 "Requests by upstream, status code sent to the client, and outcome.",
@@ -282,7 +303,7 @@ impl Metrics {
             requests: CounterTable::new(&self.requests, name, Outcome::ALL.len() * STATUS_SLOTS),
             attempts: CounterTable::new(&self.attempts, name, AttemptResult::SLOTS),
             retries: CounterTable::new(&self.retries, name, AttemptResult::SLOTS),
-            rejected: CounterTable::new(&self.rejected, name, crate::reject::Reject::ALL.len()),
+            rejected: CounterTable::new(&self.rejected, name, Reject::ALL.len()),
             circuit_transitions: CounterTable::new(&self.circuit_transitions, name, 3),
             duration: self.duration.with_label_values(&one),
             first_byte: self.first_byte.with_label_values(&one),
@@ -299,12 +320,29 @@ impl Metrics {
 
     /// The two counters of requests that match no route (`upstream="none"`).
     pub fn unrouted(&self) -> Unrouted {
+        let refused = |reason: Reject| Refused {
+            requests: self.requests.with_label_values(&[
+                "none",
+                reason.status().as_str(),
+                Outcome::Rejected.as_str(),
+            ]),
+            rejected: self.rejected.with_label_values(&["none", reason.as_str()]),
+        };
         Unrouted {
-            requests: self
-                .requests
-                .with_label_values(&["none", "404", Outcome::Rejected.as_str()]),
-            rejected: self.rejected.with_label_values(&["none", "no_route"]),
+            no_route: refused(Reject::NoRoute),
+            bad_path: refused(Reject::BadRequestPath),
+            bad_framing: refused(Reject::BadRequestBody),
         }
+    }
+
+    /// The open-connections gauge of a listener (`proxy`, `admin`).
+    pub fn client_connections(&self, listener: &str) -> IntGauge {
+        self.client_connections.with_label_values(&[listener])
+    }
+
+    /// The counter of connections closed for `reason`.
+    pub fn connections_closed(&self, reason: &str) -> IntCounter {
+        self.connections_closed.with_label_values(&[reason])
     }
 
     /// The Prometheus text exposition of every metric.
@@ -328,8 +366,25 @@ const STATUS_SLOTS: usize = 600;
 
 /// Counters of requests no upstream was chosen for.
 pub struct Unrouted {
+    /// No route matches the path.
+    pub no_route: Refused,
+    /// The path was refused before routing (`bad_request_path`).
+    pub bad_path: Refused,
+    /// The request's framing was refused before routing (`bad_request_body`).
+    pub bad_framing: Refused,
+}
+
+/// The two counters of one refusal: the request and its reason.
+pub struct Refused {
     pub requests: IntCounter,
     pub rejected: IntCounter,
+}
+
+impl Refused {
+    pub fn count(&self) {
+        self.requests.inc();
+        self.rejected.inc();
+    }
 }
 
 /// One upstream's handles.

@@ -20,6 +20,8 @@ pub enum Reject {
     UpstreamTimeout,
     BodyTooLarge,
     BadRequestBody,
+    BadRequestPath,
+    UpstreamProtocol,
 }
 
 /// Which side a failure came from.
@@ -34,7 +36,7 @@ pub enum Side {
 }
 
 impl Reject {
-    pub const ALL: [Reject; 9] = [
+    pub const ALL: [Reject; 11] = [
         Self::NoRoute,
         Self::CircuitOpen,
         Self::Overloaded,
@@ -44,6 +46,8 @@ impl Reject {
         Self::UpstreamTimeout,
         Self::BodyTooLarge,
         Self::BadRequestBody,
+        Self::BadRequestPath,
+        Self::UpstreamProtocol,
     ];
 
     /// The `code` of the error body, the `x-weir-reject` header and the
@@ -59,6 +63,8 @@ impl Reject {
             Self::UpstreamTimeout => "upstream_timeout",
             Self::BodyTooLarge => "body_too_large",
             Self::BadRequestBody => "bad_request_body",
+            Self::BadRequestPath => "bad_request_path",
+            Self::UpstreamProtocol => "upstream_protocol",
         }
     }
 
@@ -74,6 +80,8 @@ impl Reject {
             Self::UpstreamTimeout => "weir_upstream_timeout",
             Self::BodyTooLarge => "weir_body_too_large",
             Self::BadRequestBody => "weir_bad_request_body",
+            Self::BadRequestPath => "weir_bad_request_path",
+            Self::UpstreamProtocol => "weir_upstream_protocol",
         }
     }
 
@@ -86,17 +94,21 @@ impl Reject {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Self::UpstreamConnect => StatusCode::BAD_GATEWAY,
+            Self::UpstreamConnect | Self::UpstreamProtocol => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::BadRequestBody => StatusCode::BAD_REQUEST,
+            Self::BadRequestBody | Self::BadRequestPath => StatusCode::BAD_REQUEST,
         }
     }
 
     pub fn side(self) -> Side {
         match self {
-            Self::UpstreamConnect | Self::UpstreamTimeout => Side::Upstream,
-            Self::BodyTooLarge | Self::NoRoute | Self::BadRequestBody => Side::Client,
+            Self::UpstreamConnect | Self::UpstreamTimeout | Self::UpstreamProtocol => {
+                Side::Upstream
+            }
+            Self::BodyTooLarge | Self::NoRoute | Self::BadRequestBody | Self::BadRequestPath => {
+                Side::Client
+            }
             Self::CircuitOpen | Self::Overloaded | Self::QueueTimeout | Self::RateLimited => {
                 Side::Weir
             }

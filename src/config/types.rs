@@ -24,6 +24,7 @@ pub struct Policy {
     pub shutdown: ShutdownPolicy,
     pub usage_log: Option<PathBuf>,
     pub metrics: MetricsPolicy,
+    pub limits: LimitsPolicy,
     /// Upstreams by name, in name order.
     pub upstreams: BTreeMap<String, Arc<UpstreamPolicy>>,
 }
@@ -45,6 +46,8 @@ pub(super) struct PolicyFile {
     pub usage_log: Option<PathBuf>,
     #[serde(default)]
     pub metrics: MetricsPolicy,
+    #[serde(default)]
+    pub limits: LimitsPolicy,
     #[serde(default)]
     pub upstreams: BTreeMap<String, serde_norway::Value>,
 }
@@ -100,6 +103,61 @@ impl Default for MetricsPolicy {
             max_models: 100,
             max_tenants: 1000,
         }
+    }
+}
+
+/// `limits`: what one client may send and hold, for every upstream.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsPolicy {
+    /// Larger: `413 body_too_large`, before anything reaches the upstream.
+    #[serde(with = "super::values::byte_size")]
+    pub max_request_body: u64,
+    /// All request headers together; larger: 431.
+    #[serde(with = "super::values::byte_size")]
+    pub max_request_headers: u64,
+    /// From accept until the request head is complete; then the connection closes.
+    #[serde(with = "super::values::duration")]
+    pub header_timeout: Duration,
+    /// A keep-alive client connection idle this long is closed.
+    #[serde(with = "super::values::duration")]
+    pub client_idle_timeout: Duration,
+    /// Client connections at once; past it the oldest idle ones close first.
+    pub max_connections: usize,
+}
+
+impl Default for LimitsPolicy {
+    fn default() -> Self {
+        Self {
+            max_request_body: 32 << 20,
+            max_request_headers: 64 << 10,
+            header_timeout: Duration::from_secs(30),
+            client_idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+        }
+    }
+}
+
+impl LimitsPolicy {
+    /// What is wrong with these limits, as (field, problem) pairs.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if self.max_request_headers < 1024 {
+            out.push(("max_request_headers", "must be at least 1KiB".to_owned()));
+        }
+        if self.max_request_headers > 16 << 20 {
+            out.push(("max_request_headers", "must be at most 16MiB".to_owned()));
+        }
+        if self.header_timeout.is_zero() {
+            out.push(("header_timeout", "must be longer than 0s".to_owned()));
+        }
+        if self.client_idle_timeout.is_zero() {
+            out.push(("client_idle_timeout", "must be longer than 0s".to_owned()));
+        }
+        if self.max_connections == 0 {
+            out.push(("max_connections", "must be at least 1".to_owned()));
+        }
+        out
     }
 }
 

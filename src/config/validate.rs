@@ -88,6 +88,9 @@ pub(super) fn policy(
     if file.shutdown.drain_timeout.is_zero() {
         problems.push(&p(&["shutdown", "drain_timeout"]), "must be more than 0");
     }
+    for (field, problem) in file.limits.problems() {
+        problems.push(&p(&["limits", field]), problem);
+    }
     let mut file = file;
     if let Some(tls) = &mut file.tls {
         listener_tls(tls, problems);
@@ -128,6 +131,7 @@ pub(super) fn policy(
         shutdown: file.shutdown,
         usage_log: file.usage_log,
         metrics: file.metrics,
+        limits: file.limits,
         upstreams,
     })
 }

@@ -53,6 +53,63 @@ pub mod duration {
     }
 }
 
+/// Sizes: a whole number of bytes, or one with a unit: `B`, `KB`/`MB`/`GB`
+/// (powers of 1000) or `KiB`/`MiB`/`GiB` (powers of 1024): `32MiB`, `64KiB`.
+pub mod byte_size {
+    use super::*;
+
+    pub fn parse(text: &str) -> Result<u64, String> {
+        let text = text.trim();
+        let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+        let (number, unit) = text.split_at(digits);
+        let unit = unit.trim();
+        let scale: u64 =
+            match unit {
+                "" | "B" => 1,
+                "KB" => 1000,
+                "MB" => 1000 * 1000,
+                "GB" => 1000 * 1000 * 1000,
+                "KiB" => 1 << 10,
+                "MiB" => 1 << 20,
+                "GiB" => 1 << 30,
+                _ => return Err(
+                    "a size is a whole number with an optional unit: B, KB, MB, GB, KiB, MiB, GiB"
+                        .to_owned(),
+                ),
+            };
+        let number: u64 = number
+            .parse()
+            .map_err(|_| "a size starts with a whole number, e.g. \"32MiB\"".to_owned())?;
+        number
+            .checked_mul(scale)
+            .ok_or_else(|| "the size is too large".to_owned())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = u64;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size, like \"32MiB\" or 65536")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
+                parse(v).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+                Ok(v)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+                u64::try_from(v).map_err(|_| E::custom("a size cannot be negative"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+
+    pub fn serialize<S: Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(*n)
+    }
+}
+
 /// A header name from the policy, lower-cased and checked.
 pub mod header_name {
     use super::*;

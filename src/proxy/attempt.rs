@@ -129,19 +129,27 @@ pub(super) async fn send(
                 error = %detail,
                 "upstream attempt failed"
             );
-            let message = if e.is_connect() {
-                format!("cannot connect to upstream `{}`: {detail}", up.name)
+            let (reason, message) = if e.is_connect() {
+                let message = format!("cannot connect to upstream `{}`: {detail}", up.name);
+                (Reject::UpstreamConnect, message)
+            } else if spoke_garbage(&e) {
+                let message = format!(
+                    "upstream `{}` answered with invalid HTTP: {detail}",
+                    up.name
+                );
+                (Reject::UpstreamProtocol, message)
             } else {
-                format!(
+                let message = format!(
                     "upstream `{}` closed the connection before answering: {detail}",
                     up.name
-                )
+                );
+                (Reject::UpstreamConnect, message)
             };
             Classified::Failed {
                 failure: Failure::Connect,
                 result: AttemptResult::Connect,
                 demanded: None,
-                answer: Answer::Weir(ProxyError::new(Reject::UpstreamConnect, message)),
+                answer: Answer::Weir(ProxyError::new(reason, message)),
             }
         }
         Err(_) => {
@@ -205,4 +213,17 @@ fn error_chain(e: &hyper_util::client::legacy::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// Whether the upstream's answer could not be parsed as HTTP (a bad status
+/// line or header, a malformed length), as opposed to no answer at all.
+fn spoke_garbage(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if let Some(hyper) = e.downcast_ref::<hyper::Error>() {
+            return hyper.is_parse() || hyper.is_parse_status();
+        }
+        source = e.source();
+    }
+    false
 }

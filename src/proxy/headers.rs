@@ -31,6 +31,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// An upstream answer framed by `transfer-encoding` has no length to pass
+/// on: a `content-length` beside it (or two that differ) would tell the
+/// client a length the body does not have and desynchronise its next
+/// request. hyper then frames the body itself.
+pub fn drop_contradicting_length(headers: &mut HeaderMap) {
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    let Some(first) = lengths.next() else {
+        return;
+    };
+    let disagree = lengths.any(|other| other != first);
+    if disagree || headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+}
+
 /// The client's `x-request-id` when it is a sane token, else a new UUID.
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     if let Some(id) = headers.get(X_REQUEST_ID) {

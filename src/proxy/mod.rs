@@ -30,12 +30,14 @@ mod replay;
 mod respond;
 pub mod route;
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use http::{Request, Response};
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
@@ -48,6 +50,7 @@ use crate::config::Policy;
 use crate::metrics::{Metrics, Unrouted};
 use crate::upstream::Upstream;
 use crate::usage::account::Accountant;
+use crate::wire;
 use route::Router;
 
 /// What a request reads once and keeps: the policy and everything compiled
@@ -98,22 +101,44 @@ pub struct ClientConn {
 pub async fn handle(
     shared: Arc<Shared>,
     conn: ClientConn,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let snapshot = shared.snapshot.load_full();
     let request_id = headers::request_id(request.headers());
 
-    let Some((upstream, rest)) = snapshot.router.route(request.uri().path()) else {
-        shared.unrouted.rejected.inc();
-        shared.unrouted.requests.inc();
-        let message = format!("no route matches {}", request.uri().path());
-        let mut response = ProxyError::new(Reject::NoRoute, message).into_response();
+    // Phase 0: framing weir will not guess at, and the path weir routes and
+    // forwards is the normalised one.
+    if let Some(message) = ambiguous_framing(&request) {
+        shared.unrouted.bad_framing.count();
+        let mut response = refused(Reject::BadRequestBody, message.to_owned(), request_id);
         response
             .headers_mut()
-            .insert(headers::X_REQUEST_ID, request_id);
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         return Ok(response);
+    }
+    let lowest = match normalize_path(&mut request) {
+        Ok(lowest) => lowest,
+        Err(message) => {
+            shared.unrouted.bad_path.count();
+            return Ok(refused(Reject::BadRequestPath, message, request_id));
+        }
     };
+    let path = request.uri().path();
+    let Some((upstream, rest)) = snapshot.router.route(path) else {
+        shared.unrouted.no_route.count();
+        let message = format!("no route matches {path}");
+        return Ok(refused(Reject::NoRoute, message, request_id));
+    };
+    let prefix_len = path.len() - rest.len();
+    if lowest.is_some_and(|lowest| lowest < route::depth(&path[..prefix_len])) {
+        shared.unrouted.bad_path.count();
+        let message = format!(
+            "the path climbs above its route `{}` with `..`",
+            upstream.policy.route
+        );
+        return Ok(refused(Reject::BadRequestPath, message, request_id));
+    }
     let tenant = shared
         .accountant
         .tenants
@@ -125,6 +150,54 @@ pub async fn handle(
         request_id,
         tenant,
     );
-    let prefix_len = request.uri().path().len() - rest.len();
     Ok(forward::forward(&snapshot, upstream, prefix_len, request, conn, record).await)
+}
+
+/// Two `host` headers (or a `host` that disagrees with the HTTP/2
+/// `:authority`) name two targets; weir refuses rather than pick one.
+fn ambiguous_framing(request: &Request<Incoming>) -> Option<&'static str> {
+    let mut hosts = request.headers().get_all(http::header::HOST).iter();
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return Some("the request has more than one `host` header");
+    }
+    if let (Some(host), Some(authority)) = (first, request.uri().authority()) {
+        if !host
+            .as_bytes()
+            .eq_ignore_ascii_case(authority.as_str().as_bytes())
+        {
+            return Some("the `host` header and the request target name different hosts");
+        }
+    }
+    None
+}
+
+/// Replaces the request's path by its normalised form when that differs
+/// (rarely: a clean path is left untouched, without allocating). Returns
+/// how low a `..` took it, or why the path is refused.
+fn normalize_path(request: &mut Request<Incoming>) -> Result<Option<usize>, String> {
+    let normalized = wire::path::normalize(request.uri().path()).map_err(|e| e.to_string())?;
+    let lowest = normalized.lowest;
+    let Cow::Owned(path) = normalized.path else {
+        return Ok(lowest);
+    };
+    let mut target = path;
+    if let Some(query) = request.uri().query() {
+        target.push('?');
+        target.push_str(query);
+    }
+    let mut parts = request.uri().clone().into_parts();
+    parts.path_and_query =
+        Some(PathAndQuery::try_from(target).map_err(|e| format!("the normalised path: {e}"))?);
+    *request.uri_mut() = Uri::from_parts(parts).map_err(|e| format!("the normalised path: {e}"))?;
+    Ok(lowest)
+}
+
+/// weir's answer to a request it refused before any upstream was chosen.
+fn refused(reason: Reject, message: String, request_id: HeaderValue) -> Response<Body> {
+    let mut response = ProxyError::new(reason, message).into_response();
+    response
+        .headers_mut()
+        .insert(headers::X_REQUEST_ID, request_id);
+    response
 }

@@ -60,6 +60,7 @@ pub(super) fn finish(
             record.hold(place);
             let answered = Instant::now();
             let (mut parts, body) = response.into_parts();
+            headers::drop_contradicting_length(&mut parts.headers);
             headers::strip_hop_by_hop(&mut parts.headers);
             stamp(&mut parts.headers, up, &record, gave_up);
             let deadline = record.started() + up.policy.timeouts.total;

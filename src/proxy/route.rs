@@ -8,6 +8,12 @@ use std::sync::Arc;
 
 use crate::upstream::Upstream;
 
+/// How many segments a route prefix (as matched, without a trailing `/`)
+/// holds: `""` 0, `/v1` 1, `/a/b` 2.
+pub fn depth(prefix: &str) -> usize {
+    prefix.bytes().filter(|&b| b == b'/').count()
+}
+
 pub struct Router {
     /// Prefixes without a trailing slash (`""` for the route `/`), longest first.
     routes: Vec<(Box<str>, Arc<Upstream>)>,

@@ -1,8 +1,12 @@
 //! The proxy listener: HTTP/1.1 and h2c (or TLS with ALPN) on one port,
 //! connections tracked so a drain can let them finish.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
+
+use http::{Request, Version};
+use hyper::body::Incoming;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -13,21 +17,34 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::LimitsPolicy;
 use crate::proxy::{self, ClientConn, Shared};
+use conns::{Conns, Held, Timeouts, Watched};
+
+pub(crate) mod conns;
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(crate) fn http_builder() -> auto::Builder<TokioExecutor> {
+/// The HTTP/1.1 and HTTP/2 settings for a connection under `limits`.
+///
+/// hyper's own header timer is off: it would start whenever a keep-alive
+/// connection goes idle and close it at `header_timeout` instead of
+/// `client_idle_timeout`; [`conns`] times heads from accept instead.
+pub(crate) fn http_builder(limits: &LimitsPolicy) -> auto::Builder<TokioExecutor> {
+    let headers = usize::try_from(limits.max_request_headers).unwrap_or(usize::MAX);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
-        .header_read_timeout(Some(Duration::from_secs(30)));
+        .header_read_timeout(None)
+        // hyper answers 431 when a head does not fit; its floor is 8 KiB.
+        .max_buf_size(headers.max(8192));
     builder
         .http2()
         .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)));
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .max_header_list_size(u32::try_from(headers).unwrap_or(u32::MAX));
     builder
 }
 
@@ -40,7 +57,7 @@ pub(crate) async fn serve_proxy(
     stop: CancellationToken,
     drain_timeout: impl Fn() -> Duration,
 ) {
-    let builder = Arc::new(http_builder());
+    let conns = Conns::new(&shared.metrics, "proxy");
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
     loop {
@@ -57,37 +74,64 @@ pub(crate) async fn serve_proxy(
                         continue;
                     }
                 };
+                // Limits changed by a reload apply from the next connection.
+                let limits = shared.snapshot.load().policy.limits.clone();
+                let Some(tracked) = conns.admit(limits.max_connections) else {
+                    tracing::debug!(%peer, "max_connections reached and none idle: refused");
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let conn = ClientConn { peer, tls: tls.is_some() };
-                let shared = shared.clone();
-                let service = service_fn(move |request| proxy::handle(shared.clone(), conn, request));
-                let builder = builder.clone();
+                let service = {
+                    let (shared, state) = (shared.clone(), tracked.state.clone());
+                    service_fn(move |request: Request<Incoming>| {
+                        let held = state.request_started(request.version() == Version::HTTP_2);
+                        let handled = proxy::handle(shared.clone(), conn, request);
+                        async move {
+                            let response = handled.await?;
+                            Ok::<_, Infallible>(response.map(|body| Held::new(body, held)))
+                        }
+                    })
+                };
+                let builder = http_builder(&limits);
+                let timeouts = Timeouts::from(&limits);
                 let watcher = graceful.watcher();
                 let tls = tls.clone();
                 connections.spawn(async move {
-                    let result = match tls {
-                        None => {
-                            let connection = builder.serve_connection(TokioIo::new(stream), service);
-                            watcher.watch(connection.into_owned()).await
-                        }
-                        Some(acceptor) => {
-                            let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                                Ok(Ok(stream)) => stream,
-                                Ok(Err(e)) => {
-                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                    return;
-                                }
-                                Err(_) => {
-                                    tracing::debug!(%peer, "TLS handshake timed out");
-                                    return;
-                                }
-                            };
-                            let connection = builder.serve_connection(TokioIo::new(stream), service);
-                            watcher.watch(connection.into_owned()).await
+                    let stream = Watched::new(stream, tracked.state.clone());
+                    let serving = async {
+                        match tls {
+                            None => {
+                                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                                watcher.watch(connection.into_owned()).await
+                            }
+                            Some(acceptor) => {
+                                let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                    Ok(Ok(stream)) => stream,
+                                    Ok(Err(e)) => {
+                                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                        return Ok(());
+                                    }
+                                    Err(_) => {
+                                        tracing::debug!(%peer, "TLS handshake timed out");
+                                        return Ok(());
+                                    }
+                                };
+                                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                                watcher.watch(connection.into_owned()).await
+                            }
                         }
                     };
-                    if let Err(e) = result {
-                        tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                    tokio::select! {
+                        result = serving => {
+                            if let Err(e) = result {
+                                tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                            }
+                        }
+                        why = tracked.must_close(timeouts) => {
+                            tracked.conns().count(why);
+                            tracing::debug!(%peer, reason = why.as_str(), "closing the client connection");
+                        }
                     }
                 });
             }

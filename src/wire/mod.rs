@@ -1,6 +1,6 @@
 //! HTTP vocabulary shared by every layer: the hop-by-hop headers that are
 //! never forwarded (the policy refuses them in `headers`, the proxy strips
-//! them both ways).
+//! them both ways), and request paths as weir reads them ([`path`]).
 
 /// Connection-scoped headers (RFC 9110 §7.6.1), never forwarded.
 pub const HOP_BY_HOP: &[&str] = &[
@@ -14,3 +14,5 @@ pub const HOP_BY_HOP: &[&str] = &[
     "transfer-encoding",
     "upgrade",
 ];
+
+pub mod path;

@@ -6,6 +6,7 @@
 
 #[path = "../../../examples/mock_llm/server.rs"]
 pub mod mock_llm;
+pub mod raw;
 pub mod upstream;
 
 use std::net::SocketAddr;

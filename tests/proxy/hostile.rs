@@ -1,0 +1,207 @@
+//! What a hostile client or a lying upstream sends: paths that climb out of
+//! their route, framing with two meanings, answers that are not HTTP,
+//! usage counts no answer could have. Over raw sockets, since HTTP clients
+//! normalise paths and fix framing before weir could see them.
+
+use std::sync::{Arc, Mutex};
+
+use http::Response;
+
+use crate::support::raw::{self, RawUpstream};
+use crate::support::upstream::full;
+use crate::support::*;
+
+/// An upstream that answers 200 and remembers every path (and query) it got.
+async fn recording() -> (MockUpstream, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let upstream = MockUpstream::start(move |request| {
+        let target = request.uri().path_and_query().unwrap().to_string();
+        log.lock().unwrap().push(target);
+        async { Response::builder().body(full("ok")).unwrap() }
+    })
+    .await;
+    (upstream, seen)
+}
+
+const ESCAPES: &[&str] = &[
+    "/v1/../../admin",
+    "/v1/%2e%2e/%2e%2e/admin",
+    "/v1/%2E%2e/.%2e/admin",
+    "/v1/..%2f..%2fadmin",
+    "/v1/..%2F..%2Fadmin",
+    "/v1/..%5c..%5cadmin",
+    "/v1/chat%2fcompletions",
+    "/v1/../internal/x",
+    "/v1/%2e%2e/internal/x",
+    "/v1/x/../../internal/x",
+];
+
+#[tokio::test]
+async fn a_path_cannot_leave_its_route_or_the_base_path() {
+    let (tenant_a, a_paths) = recording().await;
+    let (internal, internal_paths) = recording().await;
+    let weir = TestWeir::start(&policy(&format!(
+        "  tenant-a:\n    route: /v1\n    url: {}/tenant-a/v1\n    headers:\n      authorization: Bearer sk-tenant-a\n  internal:\n    route: /internal\n    url: {}/internal\n",
+        tenant_a.url(),
+        internal.url()
+    )))
+    .await;
+
+    for path in ESCAPES {
+        let answer = raw::exchange(weir.proxy, &raw::get_closing(path)).await;
+        assert_eq!(raw::status(&answer), 400, "{path}: {answer}");
+        assert_eq!(
+            raw::header(&answer, "x-weir-reject"),
+            Some("bad_request_path"),
+            "{path}"
+        );
+        assert!(answer.contains(r#""code":"bad_request_path""#), "{answer}");
+        // The same over HTTP/2 (h2c): the client sends the path as written.
+        let response = h2c_client()
+            .request(get(&format!("http://{}{path}", weir.proxy)))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "h2c {path}");
+    }
+    assert!(
+        a_paths.lock().unwrap().is_empty(),
+        "{:?}",
+        a_paths.lock().unwrap()
+    );
+    assert!(internal_paths.lock().unwrap().is_empty());
+    assert_eq!(
+        weir.metric(r#"weir_rejected_total{reason="bad_request_path",upstream="none"}"#)
+            .await,
+        2.0 * ESCAPES.len() as f64
+    );
+
+    // What stays inside the route is forwarded, normalised, below the base path.
+    for (path, forwarded) in [
+        ("/v1/./chat//completions", "/tenant-a/v1/chat/completions"),
+        ("/v1/x/../models?limit=2", "/tenant-a/v1/models?limit=2"),
+        ("/v1/%2e/models", "/tenant-a/v1/models"),
+        ("//internal//a/b/../c", "/internal/a/c"),
+    ] {
+        let answer = raw::exchange(weir.proxy, &raw::get_closing(path)).await;
+        assert_eq!(raw::status(&answer), 200, "{path}: {answer}");
+        let seen = [
+            a_paths.lock().unwrap().clone(),
+            internal_paths.lock().unwrap().clone(),
+        ]
+        .concat();
+        assert_eq!(seen.last().map(String::as_str), Some(forwarded), "{path}");
+    }
+    weir.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_host_headers_are_refused() {
+    let upstream = MockUpstream::fixed("ok").await;
+    let weir = TestWeir::start(&policy(&format!(
+        "  llm:\n    route: /\n    url: {}\n",
+        upstream.url()
+    )))
+    .await;
+    let answer = raw::exchange(
+        weir.proxy,
+        b"GET /v1/models HTTP/1.1\r\nhost: a.example\r\nhost: b.example\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw::status(&answer), 400, "{answer}");
+    assert_eq!(
+        raw::header(&answer, "x-weir-reject"),
+        Some("bad_request_body")
+    );
+    assert_eq!(upstream.hits(), 0);
+    weir.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_answer_with_two_lengths_reaches_the_client_with_one() {
+    // content-length says 5, the chunked body holds 2 bytes.
+    let upstream = RawUpstream::start(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+    )
+    .await;
+    let weir = TestWeir::start(&policy(&format!(
+        "  llm:\n    route: /\n    url: {}\n    retry:\n      attempts: 1\n",
+        upstream.url()
+    )))
+    .await;
+    let answer = raw::exchange(weir.proxy, &raw::get_closing("/v1/models")).await;
+    assert_eq!(raw::status(&answer), 200, "{answer}");
+    let length = raw::header(&answer, "content-length");
+    assert!(length.is_none() || length == Some("2"), "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    assert!(body == "hi" || body.contains("\r\nhi\r\n"), "{answer}");
+    weir.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_answer_that_is_not_http_is_upstream_protocol() {
+    let upstream = RawUpstream::start(b"SSH-2.0-OpenSSH_9.6\r\n\r\n").await;
+    let weir = TestWeir::start(&policy(&format!(
+        "  llm:\n    route: /\n    url: {}\n    retry:\n      attempts: 1\n",
+        upstream.url()
+    )))
+    .await;
+    let response = send(post(&weir.url("/v1/chat/completions"), "{}")).await;
+    assert_eq!(response.status(), 502);
+    assert_eq!(response.headers()["x-weir-reject"], "upstream_protocol");
+    assert_eq!(
+        weir.metric(r#"weir_rejected_total{reason="upstream_protocol",upstream="llm"}"#)
+            .await,
+        1.0
+    );
+    weir.shutdown().await;
+}
+
+#[tokio::test]
+async fn unbelievable_usage_is_counted_as_missing_not_added() {
+    let upstream = MockUpstream::start(|request| async move {
+        let huge = if request.uri().path().contains("max") {
+            "18446744073709551615"
+        } else {
+            "9223372036854775808"
+        };
+        let body = format!(
+            r#"{{"model":"m","choices":[],"usage":{{"prompt_tokens":{huge},"completion_tokens":{huge}}}}}"#
+        );
+        Response::builder()
+            .header("content-type", "application/json")
+            .body(full(body))
+            .unwrap()
+    })
+    .await;
+    let weir = TestWeir::start(&policy(&format!(
+        "  llm:\n    route: /\n    url: {}\n    kind: openai\n",
+        upstream.url()
+    )))
+    .await;
+    for path in [
+        "/max/v1/chat/completions",
+        "/half/v1/chat/completions",
+        "/half/v1/chat/completions",
+    ] {
+        let response = send(post(&weir.url(path), r#"{"model":"m"}"#)).await;
+        assert_eq!(response.status(), 200);
+        body_bytes(response).await;
+    }
+    assert_eq!(
+        weir.metric_eventually(r#"weir_usage_missing_total{upstream="llm"}"#, 3.0)
+            .await,
+        3.0
+    );
+    let scrape = weir.scrape().await;
+    let counted: f64 = scrape
+        .lines()
+        .filter(|l| l.starts_with("weir_tokens_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(
+        counted, 0.0,
+        "no token counted from a lying answer:\n{scrape}"
+    );
+    weir.shutdown().await;
+}
