@@ -20,7 +20,7 @@ use crate::metrics::AttemptResult;
 use crate::resilience::backoff::demanded_wait;
 use crate::resilience::breaker::Outcome as BreakerOutcome;
 use crate::resilience::retry::Failure;
-use crate::upstream::{Place, RequestBody, Upstream};
+use crate::upstream::{BodyTooLarge, Place, RequestBody, Upstream};
 
 /// A 429 body is read (to tell quota from rate) only up to this size.
 const QUOTA_PEEK_LIMIT: u64 = 64 * 1024;
@@ -116,6 +116,15 @@ pub(super) async fn send(
                 demanded,
                 answer,
             }
+        }
+        Ok(Err(e)) if cause::<BodyTooLarge>(&e).is_some() => {
+            // The client's fault, not the upstream's: nothing to retry.
+            ticket.record(BreakerOutcome::Ignored);
+            drop(place);
+            let message = cause::<BodyTooLarge>(&e)
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            Classified::Answered(Answer::Weir(ProxyError::new(Reject::BodyTooLarge, message)))
         }
         Ok(Err(e)) => {
             ticket.record(BreakerOutcome::Failure);
@@ -215,15 +224,22 @@ fn error_chain(e: &hyper_util::client::legacy::Error) -> String {
     text
 }
 
-/// Whether the upstream's answer could not be parsed as HTTP (a bad status
-/// line or header, a malformed length), as opposed to no answer at all.
-fn spoke_garbage(error: &(dyn std::error::Error + 'static)) -> bool {
+/// The first error of type `E` in `error`'s source chain.
+fn cause<'e, E: std::error::Error + 'static>(
+    error: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e E> {
     let mut source = Some(error);
     while let Some(e) = source {
-        if let Some(hyper) = e.downcast_ref::<hyper::Error>() {
-            return hyper.is_parse() || hyper.is_parse_status();
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
         }
         source = e.source();
     }
-    false
+    None
+}
+
+/// Whether the upstream's answer could not be parsed as HTTP (a bad status
+/// line or header, a malformed length), as opposed to no answer at all.
+fn spoke_garbage(error: &(dyn std::error::Error + 'static)) -> bool {
+    cause::<hyper::Error>(error).is_some_and(|e| e.is_parse() || e.is_parse_status())
 }

@@ -22,7 +22,7 @@ use super::admit::{enter, Ticket};
 use super::attempt::{self, Classified};
 use super::body::Body;
 use super::headers::{self, X_FORWARDED_PROTO, X_REQUEST_ID};
-use super::replay::Replay;
+use super::replay::{ReadError, Replay};
 use super::respond::{count_rejection, finish, Answer};
 use super::{ClientConn, ProxyError, Record, Reject, Snapshot};
 use crate::config::UpstreamKind;
@@ -73,7 +73,8 @@ pub(super) async fn forward(
 ) -> Response<Body> {
     let (mut parts, body) = request.into_parts();
     prepare_headers(&mut parts, conn, &record);
-    let mut body = match read_body(primary, &parts, body, &record).await {
+    let max_body = snapshot.policy.limits.max_request_body;
+    let mut body = match read_body(primary, &parts, body, &record, max_body).await {
         Ok(body) => body,
         Err(error) => return finish(primary, Answer::Weir(error), false, false, record),
     };
@@ -135,17 +136,20 @@ async fn read_body(
     parts: &Parts,
     body: Incoming,
     record: &Record,
+    max: u64,
 ) -> Result<Replay, ProxyError> {
     let policy = &up.policy;
     let wanted = policy.retry.attempts > 1 || policy.fallback.is_some() || inspects(up, parts);
     let deadline = record.started() + policy.timeouts.total;
-    let read = Replay::new(body, &parts.headers, wanted);
+    let read = Replay::new(body, &parts.headers, wanted, max);
     match tokio::time::timeout_at(deadline, read).await {
         Ok(Ok(body)) => Ok(body),
-        Ok(Err(e)) => Err(ProxyError::new(
-            Reject::BadRequestBody,
-            format!("reading the request body failed: {e}"),
-        )),
+        Ok(Err(e @ ReadError::TooLarge(_))) => {
+            Err(ProxyError::new(Reject::BodyTooLarge, e.to_string()))
+        }
+        Ok(Err(e @ ReadError::Client(_))) => {
+            Err(ProxyError::new(Reject::BadRequestBody, e.to_string()))
+        }
         Err(_) => Err(ProxyError::new(
             Reject::BadRequestBody,
             "the request body did not arrive within timeouts.total",

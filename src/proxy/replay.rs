@@ -13,6 +13,15 @@ use crate::upstream::RequestBody;
 /// The contract's replay limit: 8 MiB.
 pub const REPLAY_LIMIT: usize = 8 * 1024 * 1024;
 
+/// Why a body could not be read for replay.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("the request body is larger than limits.max_request_body ({0} bytes)")]
+    TooLarge(u64),
+    #[error("reading the request body failed: {0}")]
+    Client(#[from] hyper::Error),
+}
+
 pub enum Replay {
     /// Held whole: every attempt gets a cheap clone.
     Buffered(Bytes),
@@ -21,12 +30,15 @@ pub enum Replay {
 }
 
 impl Replay {
-    /// Reads `body` for replay when `wanted`, within the limit.
+    /// Reads `body` for replay when `wanted`, within the replay limit; a
+    /// body over `max` (`limits.max_request_body`) is refused before any of
+    /// it is sent when its length is known, else cut when it gets there.
     pub async fn new(
         body: Incoming,
         headers: &HeaderMap,
         wanted: bool,
-    ) -> Result<Self, hyper::Error> {
+        max: u64,
+    ) -> Result<Self, ReadError> {
         if body.is_end_stream() {
             return Ok(Replay::Buffered(Bytes::new()));
         }
@@ -34,8 +46,12 @@ impl Replay {
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if !wanted || declared.is_some_and(|n| n > REPLAY_LIMIT as u64) {
-            return Ok(Replay::Once(Some(RequestBody::Incoming(body))));
+        if declared.is_some_and(|n| n > max) {
+            return Err(ReadError::TooLarge(max));
+        }
+        let keep = (REPLAY_LIMIT as u64).min(max);
+        if !wanted || declared.is_some_and(|n| n > keep) {
+            return Ok(Replay::Once(Some(RequestBody::Incoming(body).capped(max))));
         }
         let mut body = body;
         // The usual small JSON body arrives in one frame: keep it as it is
@@ -48,6 +64,9 @@ impl Replay {
                 continue;
             };
             held += data.len();
+            if held as u64 > max {
+                return Err(ReadError::TooLarge(max));
+            }
             match (&mut first, &mut joined) {
                 (None, _) => first = Some(data),
                 (Some(head), None) => {
@@ -59,14 +78,12 @@ impl Replay {
                 }
                 (Some(_), Some(all)) => all.extend_from_slice(&data),
             }
-            if held > REPLAY_LIMIT {
+            if held as u64 > keep {
                 // Too large after all (no content-length): send what was
                 // read, then the rest, once.
                 let prefix = joined.map(BytesMut::freeze).or(first);
-                return Ok(Replay::Once(Some(RequestBody::Prefixed {
-                    prefix,
-                    rest: body,
-                })));
+                let rest = RequestBody::Prefixed { prefix, rest: body };
+                return Ok(Replay::Once(Some(rest.capped(max))));
             }
         }
         Ok(Replay::Buffered(

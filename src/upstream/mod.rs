@@ -13,7 +13,7 @@ use http::{HeaderValue, Uri};
 use sha2::{Digest, Sha256};
 use tokio_util::task::AbortOnDropHandle;
 
-pub use body::RequestBody;
+pub use body::{BodyTooLarge, RequestBody};
 pub use client::{Connector, UpstreamClient};
 pub use registry::{Changes, UpstreamRegistry};
 pub use state::{Place, UpstreamState};

@@ -64,3 +64,71 @@ async fn ten_mib_bodies_pass_both_ways_intact() {
     }
     weir.shutdown().await;
 }
+
+/// An upstream that reads the whole request body before answering.
+async fn reading_upstream() -> MockUpstream {
+    MockUpstream::start(|request: http::Request<hyper::body::Incoming>| async move {
+        let read = request.into_body().collect().await;
+        let status = if read.is_ok() { 200 } else { 400 };
+        http::Response::builder()
+            .status(status)
+            .body(full("read"))
+            .unwrap()
+    })
+    .await
+}
+
+fn chunked_post(path: &str, len: usize) -> Vec<u8> {
+    let mut out = format!(
+        "POST {path} HTTP/1.1\r\nhost: weir\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n{len:x}\r\n"
+    )
+    .into_bytes();
+    out.extend(std::iter::repeat_n(b'a', len));
+    out.extend_from_slice(b"\r\n0\r\n\r\n");
+    out
+}
+
+#[tokio::test]
+async fn a_body_over_max_request_body_is_413_whether_its_length_is_known_or_not() {
+    let upstream = reading_upstream().await;
+    let weir = TestWeir::start(&format!(
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nlimits:\n  max_request_body: 1KiB\nupstreams:\n  held:\n    route: /held\n    url: {0}\n    kind: openai\n  streamed:\n    route: /streamed\n    url: {0}\n    kind: generic\n    retry:\n      attempts: 1\n",
+        upstream.url()
+    ))
+    .await;
+    // Declared: refused before anything is sent.
+    let response = send(post(
+        &weir.url("/held/v1/chat/completions"),
+        vec![b'a'; 2000],
+    ))
+    .await;
+    assert_eq!(response.status(), 413);
+    assert_eq!(response.headers()["x-weir-reject"], "body_too_large");
+    assert_eq!(upstream.hits(), 0);
+    // Chunked, read for replay: refused once past the limit.
+    let answer =
+        crate::support::raw::exchange(weir.proxy, &chunked_post("/held/v1/chat/completions", 2000))
+            .await;
+    assert_eq!(crate::support::raw::status(&answer), 413, "{answer}");
+    assert_eq!(upstream.hits(), 0);
+    // Chunked and streamed through: cut at the limit, answered 413.
+    let answer =
+        crate::support::raw::exchange(weir.proxy, &chunked_post("/streamed/upload", 2000)).await;
+    assert_eq!(crate::support::raw::status(&answer), 413, "{answer}");
+    // At the limit: passes.
+    let response = send(post(
+        &weir.url("/held/v1/chat/completions"),
+        vec![b'a'; 1024],
+    ))
+    .await;
+    assert_eq!(response.status(), 200);
+    let answer =
+        crate::support::raw::exchange(weir.proxy, &chunked_post("/streamed/upload", 1024)).await;
+    assert_eq!(crate::support::raw::status(&answer), 200, "{answer}");
+    assert_eq!(
+        weir.metric(r#"weir_rejected_total{reason="body_too_large",upstream="held"}"#)
+            .await,
+        2.0
+    );
+    weir.shutdown().await;
+}

@@ -205,3 +205,29 @@ async fn unbelievable_usage_is_counted_as_missing_not_added() {
     );
     weir.shutdown().await;
 }
+
+#[tokio::test]
+async fn headers_over_max_request_headers_are_431() {
+    let upstream = MockUpstream::fixed("ok").await;
+    let weir = TestWeir::start(&format!(
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nlimits:\n  max_request_headers: 16KiB\nupstreams:\n  llm:\n    route: /\n    url: {}\n",
+        upstream.url()
+    ))
+    .await;
+    let big = "a".repeat(20 * 1024);
+    let request = format!(
+        "GET /v1/models HTTP/1.1\r\nhost: weir\r\nx-big: {big}\r\nconnection: close\r\n\r\n"
+    );
+    let answer = raw::exchange(weir.proxy, request.as_bytes()).await;
+    assert_eq!(raw::status(&answer), 431, "{answer}");
+    let small = "a".repeat(8 * 1024);
+    let request = format!(
+        "GET /v1/models HTTP/1.1\r\nhost: weir\r\nx-big: {small}\r\nconnection: close\r\n\r\n"
+    );
+    assert_eq!(
+        raw::status(&raw::exchange(weir.proxy, request.as_bytes()).await),
+        200
+    );
+    assert_eq!(upstream.hits(), 1);
+    weir.shutdown().await;
+}
