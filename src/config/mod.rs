@@ -8,6 +8,7 @@
 
 mod expand;
 mod locate;
+mod shape;
 mod typed;
 mod types;
 mod validate;
@@ -17,6 +18,7 @@ pub mod watch;
 use std::fmt;
 use std::path::Path;
 
+pub use shape::{MAX_NESTING, MAX_POLICY_BYTES};
 pub use types::*;
 pub use values::{HeaderList, RetryOn, Scheme, UpstreamUrl};
 
@@ -79,23 +81,54 @@ impl PolicyError {
 /// `spawn_blocking` or before the runtime starts.
 pub fn load_file(path: &Path) -> Result<Policy, PolicyError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| PolicyError::single(&file, format!("cannot read the policy file: {e}")))?;
+    let cannot =
+        |e: std::io::Error| PolicyError::single(&file, format!("cannot read the policy file: {e}"));
+    let size = std::fs::metadata(path).map_err(cannot)?.len();
+    if size > MAX_POLICY_BYTES as u64 {
+        return Err(PolicyError::single(
+            &file,
+            format!("the policy file is {size} bytes; at most {MAX_POLICY_BYTES} are read"),
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(cannot)?;
     parse(&text, &file, &|name| std::env::var(name).ok())
 }
 
 /// Validates policy text; `env` resolves `${NAME}`. Certificate and CA files
 /// named in the policy are read (relative paths from the working directory).
+///
+/// Problems quote the file as written: a `${NAME}` value that lands in a
+/// message (a secret in the wrong field) is shown as `${NAME}`, never as the
+/// value. A file over [`MAX_POLICY_BYTES`] or nested deeper than
+/// [`MAX_NESTING`] is refused before it is parsed, so checking takes time
+/// linear in the file.
 pub fn parse(
     text: &str,
     file: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Policy, PolicyError> {
+    if let Some(message) = shape::too_big(text) {
+        return Err(PolicyError::single(file, message));
+    }
+    let expanded = std::cell::RefCell::new(Vec::new());
+    let recording = |name: &str| {
+        let value = env(name);
+        if let Some(v) = &value {
+            expanded.borrow_mut().push((name.to_owned(), v.clone()));
+        }
+        value
+    };
     let mut problems = validate::Problems::new(file, text);
-    let policy = validate::policy(text, env, &mut problems);
+    let policy = validate::policy(text, &recording, &mut problems);
     match (policy, problems.into_vec()) {
         (Some(policy), problems) if problems.is_empty() => Ok(policy),
-        (_, problems) => Err(PolicyError { problems }),
+        (_, mut problems) => {
+            let expanded = expanded.into_inner();
+            for problem in &mut problems {
+                problem.message = shape::redact(&problem.message, &expanded);
+            }
+            Err(PolicyError { problems })
+        }
     }
 }
 

@@ -292,8 +292,13 @@ fn fallbacks_resolve(
     upstreams: &BTreeMap<String, Arc<UpstreamPolicy>>,
     problems: &mut Problems,
 ) {
-    let mut reported_cycle = Vec::<String>::new();
-    for (name, up) in upstreams {
+    // Each upstream has at most one fallback, so the fallbacks form chains
+    // that end or run into a cycle. Every upstream is walked once: a walk
+    // stops at an upstream an earlier walk passed (its cycle, if any, is
+    // reported already) and reports a cycle when it meets itself. Linear in
+    // the number of upstreams, however long the chains.
+    let mut walked: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (walk, (name, up)) in upstreams.iter().enumerate() {
         let Some(target) = &up.fallback else { continue };
         let path = p(&["upstreams", name, "fallback"]);
         if target == name {
@@ -304,23 +309,32 @@ fn fallbacks_resolve(
             problems.push(&path, format!("names no upstream: `{target}`"));
             continue;
         }
-        // Walk the chain; a name seen twice is a cycle.
-        let mut chain = vec![name.as_str()];
-        let mut next = Some(target.as_str());
-        while let Some(current) = next {
-            if chain.contains(&current) {
-                if !reported_cycle.iter().any(|n| chain.contains(&n.as_str())) {
+        let mut chain: Vec<&str> = Vec::new();
+        let mut current = name.as_str();
+        loop {
+            match walked.insert(current, walk) {
+                Some(earlier) if earlier == walk => {
                     chain.push(current);
-                    problems.push(
-                        &path,
-                        format!("fallbacks form a cycle: {}", chain.join(" -> ")),
-                    );
-                    reported_cycle.push(name.clone());
+                    let shown = if chain.len() > 9 {
+                        format!(
+                            "{} -> ... ({} more) -> {}",
+                            chain[..4].join(" -> "),
+                            chain.len() - 5,
+                            current
+                        )
+                    } else {
+                        chain.join(" -> ")
+                    };
+                    problems.push(&path, format!("fallbacks form a cycle: {shown}"));
+                    break;
                 }
-                break;
+                Some(_) => break,
+                None => chain.push(current),
             }
-            chain.push(current);
-            next = upstreams.get(current).and_then(|u| u.fallback.as_deref());
+            match upstreams.get(current).and_then(|u| u.fallback.as_deref()) {
+                Some(next) if next != current && upstreams.contains_key(next) => current = next,
+                _ => break,
+            }
         }
     }
 }

@@ -4,6 +4,7 @@
 //! contract's defaults and `${NAME}` is expanded from the environment.
 
 mod cli;
+mod hostile;
 mod problems;
 
 use std::time::Duration;
