@@ -58,6 +58,9 @@ pub(crate) async fn serve_proxy(
     drain_timeout: impl Fn() -> Duration,
 ) {
     let conns = Conns::new(&shared.metrics, "proxy");
+    // One builder shared by every connection, rebuilt when a reload changes
+    // the limits.
+    let mut built: Option<(LimitsPolicy, Arc<auto::Builder<TokioExecutor>>)> = None;
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
     loop {
@@ -93,7 +96,14 @@ pub(crate) async fn serve_proxy(
                         }
                     })
                 };
-                let builder = http_builder(&limits);
+                let builder = match &built {
+                    Some((for_limits, builder)) if *for_limits == limits => builder.clone(),
+                    _ => {
+                        let builder = Arc::new(http_builder(&limits));
+                        built = Some((limits.clone(), builder.clone()));
+                        builder
+                    }
+                };
                 let timeouts = Timeouts::from(&limits);
                 let watcher = graceful.watcher();
                 let tls = tls.clone();
