@@ -216,7 +216,7 @@ impl HttpBody for Streaming {
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.tap.is_sse() {
+        if self.tap.rewrites() {
             // Removing an event changes the length.
             SizeHint::default()
         } else {

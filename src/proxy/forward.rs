@@ -183,6 +183,13 @@ fn inspect(up: &Upstream, parts: &mut Parts, body: &mut Replay, record: &mut Rec
                 .headers
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(injected.len()));
             *body = Replay::Buffered(injected);
+            // The usage-only event weir asked for is removed from the
+            // stream, which needs the events as plain bytes: ask for them so
+            // (identity is always acceptable to the client).
+            parts.headers.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static("identity"),
+            );
             strip = true;
         }
     }

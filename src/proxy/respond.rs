@@ -67,7 +67,7 @@ pub(super) fn finish(
             let tap =
                 Tap::for_response(up.policy.kind, parts.status.as_u16(), &parts.headers, strip);
             record.set_streamed(tap.is_sse());
-            if tap.is_sse() {
+            if tap.rewrites() {
                 // Removing the usage-only event changes the length.
                 parts.headers.remove(header::CONTENT_LENGTH);
             }

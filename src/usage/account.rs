@@ -10,6 +10,7 @@ use dashmap::{DashMap, DashSet};
 use bytes::{Bytes, BytesMut};
 use prometheus::{IntCounter, IntCounterVec};
 
+use super::decode::{Coding, Decoder};
 use super::json::parse_json;
 use super::log::UsageLog;
 use super::sse::SseUsage;
@@ -174,7 +175,20 @@ pub enum Tap {
         overflow: bool,
     },
     Sse(Box<SseUsage>),
+    /// A compressed answer: the bytes pass as sent, a decoded copy is read
+    /// (whole for JSON, event by event for SSE).
+    Encoded {
+        decoder: Box<Decoder>,
+        sse: Option<Box<SseUsage>>,
+        parsed: Option<(Option<String>, Option<Usage>)>,
+    },
+    /// An answer in a coding weir cannot read: its usage is missing.
+    Undecodable,
 }
+
+/// The most a compressed SSE chunk may decode to (one chunk holds a few
+/// events); more stops the counting of that answer.
+const SSE_CHUNK_CAP: usize = 1024 * 1024;
 
 impl Tap {
     /// A tap fitting the answer: JSON or SSE from an upstream whose kind
@@ -194,16 +208,25 @@ impl Tap {
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        if content_type.starts_with("text/event-stream") {
-            Tap::Sse(Box::new(SseUsage::new(strip)))
-        } else if content_type.contains("json") {
-            Tap::Json {
+        let sse = content_type.starts_with("text/event-stream");
+        if !sse && !content_type.contains("json") {
+            return Tap::Off;
+        }
+        let cap = if sse { SSE_CHUNK_CAP } else { JSON_LIMIT };
+        match Coding::of(headers, cap) {
+            Coding::Identity if sse => Tap::Sse(Box::new(SseUsage::new(strip))),
+            Coding::Identity => Tap::Json {
                 held: Vec::new(),
                 len: 0,
                 overflow: false,
-            }
-        } else {
-            Tap::Off
+            },
+            // Compressed: counted from a copy, never rewritten.
+            Coding::Known(decoder) => Tap::Encoded {
+                decoder,
+                sse: sse.then(|| Box::new(SseUsage::new(false))),
+                parsed: None,
+            },
+            Coding::Unknown => Tap::Undecodable,
         }
     }
 
@@ -228,6 +251,16 @@ impl Tap {
                 chunk
             }
             Tap::Sse(sse) => sse.feed(&chunk).unwrap_or(chunk),
+            Tap::Encoded { decoder, sse, .. } => {
+                if decoder.feed(&chunk) {
+                    if let Some(sse) = sse {
+                        let decoded = Bytes::from(decoder.take());
+                        let _ = sse.feed(&decoded);
+                    }
+                }
+                chunk
+            }
+            Tap::Undecodable => chunk,
         }
     }
 
@@ -235,14 +268,36 @@ impl Tap {
     pub fn finish(&mut self) -> Option<Bytes> {
         match self {
             Tap::Sse(sse) => sse.finish().filter(|b| !b.is_empty()),
+            Tap::Encoded {
+                decoder,
+                sse,
+                parsed,
+            } => {
+                let whole = decoder.finish();
+                *parsed = Some(match sse {
+                    Some(sse) => {
+                        if whole {
+                            let _ = sse.feed(&Bytes::from(decoder.take()));
+                        }
+                        let _ = sse.finish();
+                        (sse.model().map(str::to_owned), sse.usage().cloned())
+                    }
+                    None if whole => parse_json(&decoder.take()),
+                    None => (None, None),
+                });
+                None
+            }
             _ => None,
         }
     }
 
-    /// `(model, usage)` the body reported; `None` when not tapped.
+    /// `(model, usage)` the body reported; `None` when not tapped. Call
+    /// after [`Tap::finish`].
     pub fn result(&self) -> Option<(Option<String>, Option<Usage>)> {
         match self {
             Tap::Off => None,
+            Tap::Undecodable => Some((None, None)),
+            Tap::Encoded { parsed, .. } => Some(parsed.clone().unwrap_or((None, None))),
             Tap::Json { overflow: true, .. } => Some((None, None)),
             Tap::Json { held, len, .. } => Some(match held.as_slice() {
                 [one] => parse_json(one),
@@ -258,7 +313,14 @@ impl Tap {
         }
     }
 
+    /// Whether the answer is a stream of events (for the usage log).
     pub fn is_sse(&self) -> bool {
+        matches!(self, Tap::Sse(_) | Tap::Encoded { sse: Some(_), .. })
+    }
+
+    /// Whether the bytes the client gets may differ from the upstream's
+    /// (the usage-only event removed), so no length can be passed on.
+    pub fn rewrites(&self) -> bool {
         matches!(self, Tap::Sse(_))
     }
 }

@@ -7,6 +7,7 @@
 //!   memory, that can also remove the usage-only event weir asked for.
 
 pub mod account;
+pub mod decode;
 pub mod inject;
 pub mod json;
 pub mod log;

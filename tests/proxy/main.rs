@@ -8,6 +8,7 @@ mod bodies;
 mod breaker;
 mod bulkhead;
 mod check;
+mod compressed;
 mod connections;
 mod dashboards;
 mod disconnect;
