@@ -24,6 +24,9 @@ const MAX_TENANT_BUCKETS: usize = 10_000;
 /// The window of the retry budget (Finagle's and linkerd's default).
 const BUDGET_WINDOW: Duration = Duration::from_secs(10);
 
+/// The window of `tokens_per_minute`.
+const TOKEN_WINDOW: Duration = Duration::from_secs(60);
+
 /// Each part is shared so that a reload can carry it into the upstream's
 /// next state when the policy it depends on did not change.
 pub struct UpstreamState {
@@ -133,13 +136,16 @@ impl UpstreamState {
     }
 
     /// The token rate limit: `Err(wait)` while the key is in debt, the wait
-    /// computed from the refill rate.
+    /// computed from the refill rate but never more than the limit's window
+    /// (a minute): a client told to come back then may be told again, never
+    /// sent away for longer than the limit itself spans.
     pub fn limit_tokens(&self, tenant: &str, now: Instant) -> Result<(), Duration> {
-        match self.tokens.as_deref() {
+        let checked = match self.tokens.as_deref() {
             None => Ok(()),
             Some(RequestLimiter::Global(bucket)) => lock(bucket).check(now),
             Some(RequestLimiter::Tenant(buckets)) => lock(buckets).check(tenant, now),
-        }
+        };
+        checked.map_err(|wait| wait.min(TOKEN_WINDOW))
     }
 
     /// Charges the tokens a finished request really used.

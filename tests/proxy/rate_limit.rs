@@ -63,3 +63,43 @@ async fn a_global_limit_is_shared_by_every_tenant() {
     assert_eq!(limited.headers()["retry-after"], "1");
     weir.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_huge_answer_never_sends_a_client_away_for_longer_than_the_window() {
+    // 9,000,000 tokens in one answer (believable), against 100 a minute.
+    let upstream = MockUpstream::start(|_| async {
+        http::Response::builder()
+            .header("content-type", "application/json")
+            .body(crate::support::upstream::full(
+                r#"{"model":"m","choices":[],"usage":{"prompt_tokens":9000000,"completion_tokens":0}}"#,
+            ))
+            .unwrap()
+    })
+    .await;
+    let weir = TestWeir::start(&policy(&format!(
+        "  llm:\n    route: /\n    url: {}\n    kind: openai\n    rate_limit:\n      tokens_per_minute: 100\n",
+        upstream.url()
+    )))
+    .await;
+    let first = send(post(&weir.url("/v1/chat/completions"), r#"{"model":"m"}"#)).await;
+    assert_eq!(first.status(), 200);
+    body_bytes(first).await;
+    let mut limited = None;
+    for _ in 0..50 {
+        let response = send(post(&weir.url("/v1/chat/completions"), r#"{"model":"m"}"#)).await;
+        if response.status() == 429 {
+            limited = Some(response);
+            break;
+        }
+        body_bytes(response).await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let limited = limited.expect("the debt is charged");
+    let wait: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "retry-after {wait}");
+    weir.shutdown().await;
+}
