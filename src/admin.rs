@@ -58,7 +58,7 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: C
                     })
                 };
                 connections.spawn(async move {
-                    let stream = Watched::new(stream, tracked.state.clone());
+                    let stream = Watched::new(stream, tracked.state.clone(), false);
                     tokio::select! {
                         _ = builder.serve_connection(TokioIo::new(stream), service) => {}
                         why = tracked.must_close(timeouts) => tracked.conns().count(why),

@@ -153,6 +153,19 @@ pub async fn handle(
     Ok(forward::forward(&snapshot, upstream, prefix_len, request, conn, record).await)
 }
 
+/// The answer to a request whose head had both `content-length` and
+/// `transfer-encoding` (seen by the listener before hyper resolved it):
+/// 400, and the connection closes, as Envoy does.
+pub fn refuse_ambiguous_length(shared: &Shared) -> Response<Body> {
+    shared.unrouted.bad_framing.count();
+    let message = "the request has both content-length and transfer-encoding";
+    let mut response = ProxyError::new(Reject::BadRequestBody, message).into_response();
+    response
+        .headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 /// Two `host` headers (or a `host` that disagrees with the HTTP/2
 /// `:authority`) name two targets; weir refuses rather than pick one.
 fn ambiguous_framing(request: &Request<Incoming>) -> Option<&'static str> {

@@ -35,6 +35,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::scan::{HeadScan, Seen};
 use crate::config::LimitsPolicy;
 use crate::metrics::Metrics;
 
@@ -125,6 +126,7 @@ impl Conns {
             evicted: AtomicBool::new(false),
             evict: Notify::new(),
             changed: Notify::new(),
+            ambiguous: AtomicBool::new(false),
         });
         open.insert(id, state.clone());
         drop(open);
@@ -161,6 +163,8 @@ pub struct ConnState {
     evict: Notify,
     /// The last request in flight ended.
     changed: Notify,
+    /// The head just read named both a length and a transfer coding.
+    ambiguous: AtomicBool,
 }
 
 impl ConnState {
@@ -176,6 +180,12 @@ impl ConnState {
             self.h2.store(true, Ordering::Relaxed);
         }
         InFlight(self.clone())
+    }
+
+    /// Whether the request whose head was just read framed its body two
+    /// ways (`content-length` and `transfer-encoding`); clears the mark.
+    pub fn take_ambiguous(&self) -> bool {
+        self.ambiguous.swap(false, Ordering::AcqRel)
     }
 
     fn read_some(&self) {
@@ -298,15 +308,42 @@ impl Drop for Tracked {
     }
 }
 
-/// The client's socket, noting when bytes arrive.
+/// The client's socket (after TLS), noting when bytes arrive and, on the
+/// proxy listener, looking at each request head ([`HeadScan`]).
 pub struct Watched<S> {
     inner: S,
     state: Arc<ConnState>,
+    scan: Option<HeadScan>,
+    /// `requests` when the last scanned head ended: the next head begins
+    /// once that request has started and ended.
+    scanned_at: u64,
 }
 
 impl<S> Watched<S> {
-    pub fn new(inner: S, state: Arc<ConnState>) -> Self {
-        Self { inner, state }
+    pub fn new(inner: S, state: Arc<ConnState>, scan_heads: bool) -> Self {
+        Self {
+            inner,
+            state,
+            scan: scan_heads.then(HeadScan::default),
+            scanned_at: 0,
+        }
+    }
+
+    fn look(&mut self, fresh: &[u8]) {
+        let Some(scan) = &mut self.scan else { return };
+        let state = &self.state;
+        if !scan.is_reading_head()
+            && state.in_flight.load(Ordering::Acquire) == 0
+            && state.requests.load(Ordering::Acquire) > self.scanned_at
+        {
+            scan.expect_head();
+        }
+        if let Seen::HeadEnd { ambiguous } = scan.feed(fresh) {
+            self.scanned_at = state.requests.load(Ordering::Acquire);
+            if ambiguous {
+                state.ambiguous.store(true, Ordering::Release);
+            }
+        }
     }
 }
 
@@ -320,6 +357,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             self.state.read_some();
+            let this = &mut *self;
+            this.look(&buf.filled()[before..]);
         }
         polled
     }

@@ -22,6 +22,7 @@ use crate::proxy::{self, ClientConn, Shared};
 use conns::{Conns, Held, Timeouts, Watched};
 
 pub(crate) mod conns;
+mod scan;
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -89,9 +90,14 @@ pub(crate) async fn serve_proxy(
                     let (shared, state) = (shared.clone(), tracked.state.clone());
                     service_fn(move |request: Request<Incoming>| {
                         let held = state.request_started(request.version() == Version::HTTP_2);
-                        let handled = proxy::handle(shared.clone(), conn, request);
+                        let ambiguous = state.take_ambiguous();
+                        let shared = shared.clone();
                         async move {
-                            let response = handled.await?;
+                            let response = if ambiguous {
+                                proxy::refuse_ambiguous_length(&shared)
+                            } else {
+                                proxy::handle(shared, conn, request).await?
+                            };
                             Ok::<_, Infallible>(response.map(|body| Held::new(body, held)))
                         }
                     })
@@ -108,10 +114,11 @@ pub(crate) async fn serve_proxy(
                 let watcher = graceful.watcher();
                 let tls = tls.clone();
                 connections.spawn(async move {
-                    let stream = Watched::new(stream, tracked.state.clone());
+                    let state = tracked.state.clone();
                     let serving = async {
                         match tls {
                             None => {
+                                let stream = Watched::new(stream, state, true);
                                 let connection = builder.serve_connection(TokioIo::new(stream), service);
                                 watcher.watch(connection.into_owned()).await
                             }
@@ -127,6 +134,7 @@ pub(crate) async fn serve_proxy(
                                         return Ok(());
                                     }
                                 };
+                                let stream = Watched::new(stream, state, true);
                                 let connection = builder.serve_connection(TokioIo::new(stream), service);
                                 watcher.watch(connection.into_owned()).await
                             }

@@ -231,3 +231,51 @@ async fn headers_over_max_request_headers_are_431() {
     assert_eq!(upstream.hits(), 1);
     weir.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_length_and_a_transfer_coding_together_are_refused() {
+    let upstream = MockUpstream::fixed("ok").await;
+    let weir = TestWeir::start(&policy(&format!(
+        "  llm:\n    route: /\n    url: {}\n",
+        upstream.url()
+    )))
+    .await;
+    let smuggle = b"POST /v1/chat/completions HTTP/1.1\r\nhost: weir\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nGET /v1/models HTTP/1.1\r\nhost: weir\r\n\r\n";
+    let answer = raw::exchange(weir.proxy, smuggle).await;
+    assert_eq!(raw::status(&answer), 400, "{answer}");
+    assert_eq!(
+        raw::header(&answer, "x-weir-reject"),
+        Some("bad_request_body")
+    );
+    assert_eq!(upstream.hits(), 0, "neither request reached the upstream");
+
+    // On a keep-alive connection, after a clean request: still refused.
+    let clean_then_smuggle = b"GET /v1/models HTTP/1.1\r\nhost: weir\r\n\r\nPOST /v1/x HTTP/1.1\r\nhost: weir\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n";
+    let mut stream = tokio::net::TcpStream::connect(weir.proxy).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stream, &clean_then_smuggle[..39])
+        .await
+        .unwrap();
+    // Read the whole first answer before sending the second head, so it is
+    // a new head on an idle connection, not a pipelined one.
+    let mut first = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&first).ends_with("\r\n\r\nok") {
+        let n = tokio::time::timeout(
+            PATIENCE,
+            tokio::io::AsyncReadExt::read(&mut stream, &mut buf),
+        )
+        .await
+        .expect("the first answer arrives")
+        .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&first));
+        first.extend_from_slice(&buf[..n]);
+    }
+    assert!(first.starts_with(b"HTTP/1.1 200"));
+    tokio::io::AsyncWriteExt::write_all(&mut stream, &clean_then_smuggle[39..])
+        .await
+        .unwrap();
+    let second = raw::read_to_close(&mut stream).await;
+    assert_eq!(raw::status(&second), 400, "the second is refused: {second}");
+    assert_eq!(upstream.hits(), 1);
+    weir.shutdown().await;
+}
