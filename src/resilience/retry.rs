@@ -153,7 +153,7 @@ impl RetryRules {
         if !attempt.replayable {
             return Stop(GiveUp::BodySent);
         }
-        if now + wait >= deadline {
+        if now.checked_add(wait).is_none_or(|end| end >= deadline) {
             return Stop(GiveUp::Deadline);
         }
         if !budget.withdraw(now) {
