@@ -9,6 +9,7 @@ use http::Response;
 
 use crate::support::raw::{self, RawUpstream};
 use crate::support::upstream::full;
+use crate::support::Scratch;
 use crate::support::*;
 
 /// An upstream that answers 200 and remembers every path (and query) it got.
@@ -278,4 +279,58 @@ async fn a_length_and_a_transfer_coding_together_are_refused() {
     assert_eq!(raw::status(&second), 400, "the second is refused: {second}");
     assert_eq!(upstream.hits(), 1);
     weir.shutdown().await;
+}
+
+#[tokio::test]
+async fn no_secret_appears_in_admin_endpoints_error_bodies_or_usage_events() {
+    const UPSTREAM_KEY: &str = "sk-org-upstream-7f3a9c2e11";
+    const CLIENT_KEY: &str = "sk-client-personal-55d0e8";
+    let ok = MockUpstream::start(|_| async {
+        Response::builder()
+            .header("content-type", "application/json")
+            .body(full(
+                r#"{"model":"m","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#,
+            ))
+            .unwrap()
+    })
+    .await;
+    let dir = Scratch::new("secrets");
+    let log = dir.0.join("usage.jsonl");
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nusage_log: {}\nupstreams:\n  ok:\n    route: /ok\n    url: {}\n    kind: openai\n    headers:\n      authorization: \"Bearer ${{ORG_KEY}}\"\n  down:\n    route: /down\n    url: http://127.0.0.1:1\n    kind: openai\n    retry:\n      attempts: 1\n    headers:\n      api-key: \"${{ORG_KEY}}\"\n",
+        log.display(),
+        ok.url()
+    );
+    let env = |name: &str| (name == "ORG_KEY").then(|| UPSTREAM_KEY.to_owned());
+    let policy = weir::config::parse(&yaml, "secrets.yaml", &env).unwrap();
+    let weir = TestWeir::start_policy(policy).await;
+    let mut seen = String::new();
+    for path in [
+        "/ok/v1/chat/completions",
+        "/down/v1/chat/completions",
+        "/nowhere",
+    ] {
+        let request = http::Request::post(weir.url(path))
+            .header("authorization", format!("Bearer {CLIENT_KEY}"))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                b"{\"model\":\"m\"}",
+            )))
+            .unwrap();
+        let response = client().request(request).await.unwrap();
+        seen.push_str(&format!("{:?}", response.headers()));
+        seen.push_str(&body_string(response).await);
+    }
+    for endpoint in ["/config", "/upstreams", "/metrics"] {
+        seen.push_str(&weir.admin_get(endpoint).await.1);
+    }
+    weir.shutdown().await;
+    seen.push_str(&std::fs::read_to_string(&log).unwrap_or_default());
+    assert!(
+        seen.contains(r#""upstream":"ok""#),
+        "the usage log was written: {seen}"
+    );
+    for secret in [UPSTREAM_KEY, CLIENT_KEY, "7f3a9c2e11", "55d0e8"] {
+        assert!(!seen.contains(secret), "{secret} leaked:\n{seen}");
+    }
 }
