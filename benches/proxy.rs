@@ -401,6 +401,8 @@ struct Idle {
     /// (connections open, RSS) at each step.
     steps: Vec<(usize, u64)>,
     after_close: u64,
+    /// RSS a minute after they all closed.
+    a_minute_later: u64,
 }
 
 impl Idle {
@@ -436,10 +438,15 @@ async fn idle_steps(addr: SocketAddr, pids: &[u32], sizes: &[usize]) -> Idle {
         steps.push((n, settle_rss(pids).await));
     }
     drop(conns);
+    let after_close = settle_rss(pids).await;
+    // What the allocator gives back given time (issue 14: within a minute).
+    sleep(Duration::from_secs(60)).await;
+    let a_minute_later = rss_of(pids);
     Idle {
         before,
         steps,
-        after_close: settle_rss(pids).await,
+        a_minute_later,
+        after_close,
     }
 }
 
@@ -897,6 +904,14 @@ fn report(
         o,
         "| all closed again | {:.1} | | {nc} | |",
         mib(mem.weir_idle.after_close)
+    );
+    let (nm, _) = cell(ng, &|i| {
+        (format!("{:.1}", mib(i.a_minute_later)), String::new())
+    });
+    let _ = writeln!(
+        o,
+        "| a minute after they closed | {:.1} | | {nm} | |",
+        mib(mem.weir_idle.a_minute_later)
     );
     let (n, rss) = mem.streams;
     let _ = writeln!(
