@@ -17,6 +17,11 @@ ARG RUST_VERSION=1.95
 # Bookworm, like the runtime image: the binary links the same glibc.
 FROM rust:${RUST_VERSION}-slim-bookworm AS build
 WORKDIR /src
+# jemalloc (weir's allocator) builds with make; zstd with the C compiler the
+# image already has.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends make \
+ && rm -rf /var/lib/apt/lists/*
 
 # 1. Dependencies only. This layer is rebuilt only when Cargo.toml or
 #    Cargo.lock change: stub targets stand in for the sources, one for the

@@ -7,6 +7,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// jemalloc, whose background thread hands freed pages back to the system
+/// (decay of 10 s): with glibc's malloc, weir kept 241 MiB resident after
+/// 10,000 client connections had closed again. The library does not choose
+/// an allocator; the binary does.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "weir", version, about = "Resilience proxy for LLM APIs")]
 struct Cli {
