@@ -30,6 +30,7 @@ const ADMIN_MAX_CONNECTIONS: usize = 256;
 
 pub(crate) async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: CancellationToken) {
     let conns = Conns::new(&state.shared.metrics, "admin");
+    let mut builders = crate::server::Builders::default();
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -44,7 +45,7 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: C
                     continue;
                 };
                 let limits = state.shared.snapshot.load().policy.limits.clone();
-                let builder = crate::server::http_builder(&limits);
+                let builder = builders.for_limits(&limits);
                 let timeouts = Timeouts::from(&limits);
                 let service = {
                     let (state, conn) = (state.clone(), tracked.state.clone());
@@ -59,10 +60,8 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: C
                 };
                 connections.spawn(async move {
                     let stream = Watched::new(stream, tracked.state.clone(), false);
-                    tokio::select! {
-                        _ = builder.serve_connection(TokioIo::new(stream), service) => {}
-                        why = tracked.must_close(timeouts) => tracked.conns().count(why),
-                    }
+                    let serving = builder.serve_connection(TokioIo::new(stream), service);
+                    let _ = tracked.serve(timeouts, serving).await;
                 });
             }
         }

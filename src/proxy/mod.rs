@@ -153,22 +153,19 @@ pub async fn handle(
     Ok(forward::forward(&snapshot, upstream, prefix_len, request, conn, record).await)
 }
 
-/// The answer to a request whose head had both `content-length` and
-/// `transfer-encoding` (seen by the listener before hyper resolved it):
-/// 400, and the connection closes, as Envoy does.
-pub fn refuse_ambiguous_length(shared: &Shared) -> Response<Body> {
-    shared.unrouted.bad_framing.count();
-    let message = "the request has both content-length and transfer-encoding";
-    let mut response = ProxyError::new(Reject::BadRequestBody, message).into_response();
-    response
-        .headers_mut()
-        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-    response
-}
+/// Marks a request whose head had both `content-length` and
+/// `transfer-encoding`: the listener saw it before hyper resolved it (see
+/// `server/scan.rs`) and leaves this in the request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct AmbiguousLength;
 
-/// Two `host` headers (or a `host` that disagrees with the HTTP/2
-/// `:authority`) name two targets; weir refuses rather than pick one.
+/// Framing with two meanings, which weir refuses rather than pick one: a
+/// length and a transfer coding together ([`AmbiguousLength`]), two `host`
+/// headers, or a `host` that disagrees with the HTTP/2 `:authority`.
 fn ambiguous_framing(request: &Request<Incoming>) -> Option<&'static str> {
+    if request.extensions().get::<AmbiguousLength>().is_some() {
+        return Some("the request has both content-length and transfer-encoding");
+    }
     let mut hosts = request.headers().get_all(http::header::HOST).iter();
     let first = hosts.next();
     if hosts.next().is_some() {

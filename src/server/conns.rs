@@ -20,6 +20,7 @@
 //! last request of a connection ends, one wake-up of its supervisor.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -294,8 +295,22 @@ impl Tracked {
         }
     }
 
-    pub fn conns(&self) -> &Conns {
-        &self.conns
+    /// Runs `serving` (the connection) until it ends, or until the
+    /// connection must close: then drops it (closing the socket) and counts
+    /// why. `None` when weir closed it.
+    pub async fn serve<T>(
+        &self,
+        timeouts: Timeouts,
+        serving: impl Future<Output = T>,
+    ) -> Option<T> {
+        tokio::select! {
+            served = serving => Some(served),
+            why = self.must_close(timeouts) => {
+                self.conns.count(why);
+                tracing::debug!(reason = why.as_str(), "closing the client connection");
+                None
+            }
+        }
     }
 }
 

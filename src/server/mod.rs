@@ -31,7 +31,7 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// hyper's own header timer is off: it would start whenever a keep-alive
 /// connection goes idle and close it at `header_timeout` instead of
 /// `client_idle_timeout`; [`conns`] times heads from accept instead.
-pub(crate) fn http_builder(limits: &LimitsPolicy) -> auto::Builder<TokioExecutor> {
+fn http_builder(limits: &LimitsPolicy) -> auto::Builder<TokioExecutor> {
     let headers = usize::try_from(limits.max_request_headers).unwrap_or(usize::MAX);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -49,6 +49,29 @@ pub(crate) fn http_builder(limits: &LimitsPolicy) -> auto::Builder<TokioExecutor
     builder
 }
 
+/// One builder shared by a listener's connections, rebuilt when a reload
+/// changes the limits.
+#[derive(Default)]
+pub(crate) struct Builders {
+    built: Option<(LimitsPolicy, Arc<auto::Builder<TokioExecutor>>)>,
+}
+
+impl Builders {
+    pub(crate) fn for_limits(
+        &mut self,
+        limits: &LimitsPolicy,
+    ) -> Arc<auto::Builder<TokioExecutor>> {
+        match &self.built {
+            Some((built_for, builder)) if built_for == limits => builder.clone(),
+            _ => {
+                let builder = Arc::new(http_builder(limits));
+                self.built = Some((limits.clone(), builder.clone()));
+                builder
+            }
+        }
+    }
+}
+
 /// Accepts until `stop` is cancelled, then lets open connections finish
 /// their requests (streams included) for up to `drain_timeout`.
 pub(crate) async fn serve_proxy(
@@ -59,9 +82,7 @@ pub(crate) async fn serve_proxy(
     drain_timeout: impl Fn() -> Duration,
 ) {
     let conns = Conns::new(&shared.metrics, "proxy");
-    // One builder shared by every connection, rebuilt when a reload changes
-    // the limits.
-    let mut built: Option<(LimitsPolicy, Arc<auto::Builder<TokioExecutor>>)> = None;
+    let mut builders = Builders::default();
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
     loop {
@@ -88,28 +109,19 @@ pub(crate) async fn serve_proxy(
                 let conn = ClientConn { peer, tls: tls.is_some() };
                 let service = {
                     let (shared, state) = (shared.clone(), tracked.state.clone());
-                    service_fn(move |request: Request<Incoming>| {
+                    service_fn(move |mut request: Request<Incoming>| {
                         let held = state.request_started(request.version() == Version::HTTP_2);
-                        let ambiguous = state.take_ambiguous();
-                        let shared = shared.clone();
+                        if state.take_ambiguous() {
+                            request.extensions_mut().insert(proxy::AmbiguousLength);
+                        }
+                        let handled = proxy::handle(shared.clone(), conn, request);
                         async move {
-                            let response = if ambiguous {
-                                proxy::refuse_ambiguous_length(&shared)
-                            } else {
-                                proxy::handle(shared, conn, request).await?
-                            };
+                            let response = handled.await?;
                             Ok::<_, Infallible>(response.map(|body| Held::new(body, held)))
                         }
                     })
                 };
-                let builder = match &built {
-                    Some((for_limits, builder)) if *for_limits == limits => builder.clone(),
-                    _ => {
-                        let builder = Arc::new(http_builder(&limits));
-                        built = Some((limits.clone(), builder.clone()));
-                        builder
-                    }
-                };
+                let builder = builders.for_limits(&limits);
                 let timeouts = Timeouts::from(&limits);
                 let watcher = graceful.watcher();
                 let tls = tls.clone();
@@ -140,16 +152,8 @@ pub(crate) async fn serve_proxy(
                             }
                         }
                     };
-                    tokio::select! {
-                        result = serving => {
-                            if let Err(e) = result {
-                                tracing::debug!(%peer, error = %e, "client connection ended with an error");
-                            }
-                        }
-                        why = tracked.must_close(timeouts) => {
-                            tracked.conns().count(why);
-                            tracing::debug!(%peer, reason = why.as_str(), "closing the client connection");
-                        }
+                    if let Some(Err(e)) = tracked.serve(timeouts, serving).await {
+                        tracing::debug!(%peer, error = %e, "client connection ended with an error");
                     }
                 });
             }
