@@ -4,11 +4,22 @@
 
 use crate::support::*;
 
-#[tokio::test]
-async fn sheds_at_once_when_the_queue_is_full() {
+/// weir with a bulkhead of one place and one queue slot in front of a gated
+/// upstream, its place taken by a request the upstream holds.
+struct Held {
+    upstream: MockUpstream,
+    release: tokio::sync::watch::Sender<bool>,
+    weir: TestWeir,
+    client: TestClient,
+    holding: tokio::task::JoinHandle<
+        Result<http::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>,
+    >,
+}
+
+async fn one_place_taken(queue_timeout: &str) -> Held {
     let (upstream, release) = MockUpstream::gated().await;
     let weir = TestWeir::start(&policy(&format!(
-        "  llm:\n    route: /\n    url: {}\n    retry:\n      attempts: 1\n    concurrency:\n      max_in_flight: 1\n      max_queue: 1\n      queue_timeout: 60s\n",
+        "  llm:\n    route: /\n    url: {}\n    retry:\n      attempts: 1\n    concurrency:\n      max_in_flight: 1\n      max_queue: 1\n      queue_timeout: {queue_timeout}\n",
         upstream.url()
     )))
     .await;
@@ -18,6 +29,24 @@ async fn sheds_at_once_when_the_queue_is_full() {
         upstream.hits() == 1
     })
     .await;
+    Held {
+        upstream,
+        release,
+        weir,
+        client,
+        holding,
+    }
+}
+
+#[tokio::test]
+async fn sheds_at_once_when_the_queue_is_full() {
+    let Held {
+        upstream,
+        release,
+        weir,
+        client,
+        holding,
+    } = one_place_taken("60s").await;
     let queued = tokio::spawn(client.request(get(&weir.url("/b"))));
     assert_eq!(
         weir.metric_eventually(r#"weir_queue_depth{upstream="llm"}"#, 1.0)
@@ -50,18 +79,13 @@ async fn sheds_at_once_when_the_queue_is_full() {
 
 #[tokio::test]
 async fn times_out_in_the_queue() {
-    let (upstream, release) = MockUpstream::gated().await;
-    let weir = TestWeir::start(&policy(&format!(
-        "  llm:\n    route: /\n    url: {}\n    retry:\n      attempts: 1\n    concurrency:\n      max_in_flight: 1\n      max_queue: 1\n      queue_timeout: 300ms\n",
-        upstream.url()
-    )))
-    .await;
-    let client = client();
-    let holding = tokio::spawn(client.request(get(&weir.url("/a"))));
-    eventually("the first request reaches the upstream", || {
-        upstream.hits() == 1
-    })
-    .await;
+    let Held {
+        upstream,
+        release,
+        weir,
+        client,
+        holding,
+    } = one_place_taken("300ms").await;
     let timed_out = tokio::time::timeout(PATIENCE, client.request(get(&weir.url("/b"))))
         .await
         .expect("the queue timeout answers")

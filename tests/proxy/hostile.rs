@@ -285,14 +285,9 @@ async fn a_length_and_a_transfer_coding_together_are_refused() {
 async fn no_secret_appears_in_admin_endpoints_error_bodies_or_usage_events() {
     const UPSTREAM_KEY: &str = "sk-org-upstream-7f3a9c2e11";
     const CLIENT_KEY: &str = "sk-client-personal-55d0e8";
-    let ok = MockUpstream::start(|_| async {
-        Response::builder()
-            .header("content-type", "application/json")
-            .body(full(
-                r#"{"model":"m","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#,
-            ))
-            .unwrap()
-    })
+    let ok = MockUpstream::json(
+        r#"{"model":"m","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#,
+    )
     .await;
     let dir = Scratch::new("secrets");
     let log = dir.0.join("usage.jsonl");

@@ -67,14 +67,9 @@ async fn a_global_limit_is_shared_by_every_tenant() {
 #[tokio::test]
 async fn a_huge_answer_never_sends_a_client_away_for_longer_than_the_window() {
     // 9,000,000 tokens in one answer (believable), against 100 a minute.
-    let upstream = MockUpstream::start(|_| async {
-        http::Response::builder()
-            .header("content-type", "application/json")
-            .body(crate::support::upstream::full(
-                r#"{"model":"m","choices":[],"usage":{"prompt_tokens":9000000,"completion_tokens":0}}"#,
-            ))
-            .unwrap()
-    })
+    let upstream = MockUpstream::json(
+        r#"{"model":"m","choices":[],"usage":{"prompt_tokens":9000000,"completion_tokens":0}}"#,
+    )
     .await;
     let weir = TestWeir::start(&policy(&format!(
         "  llm:\n    route: /\n    url: {}\n    kind: openai\n    rate_limit:\n      tokens_per_minute: 100\n",

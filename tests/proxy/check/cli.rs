@@ -10,7 +10,8 @@ use crate::support::Scratch;
 
 // --- the command line ---------------------------------------------------------
 
-fn weir_check(path: &Path, env: &[(String, String)]) -> Output {
+/// `weir check --config path` with `env` added to its environment.
+pub(super) fn weir_check(path: &Path, env: &[(String, String)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(["check", "--config"])
         .arg(path)
@@ -20,7 +21,7 @@ fn weir_check(path: &Path, env: &[(String, String)]) -> Output {
         .expect("weir runs")
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(super) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 

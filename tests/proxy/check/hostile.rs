@@ -2,8 +2,7 @@
 //! printed, absurd nesting and size are refused before parsing, and long
 //! fallback chains are checked in one pass.
 
-use std::process::Command;
-
+use super::cli::{text, weir_check};
 use super::*;
 use crate::support::Scratch;
 
@@ -39,19 +38,9 @@ fn weir_check_never_prints_the_secret() {
         "weir.yaml",
         &with_upstreams("  a:\n    route: /a\n    url: ${API_KEY}\n"),
     );
-    let output = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["check", "--config"])
-        .arg(&path)
-        .env_remove("WEIR_CONFIG")
-        .env("API_KEY", SECRET)
-        .output()
-        .expect("weir runs");
+    let output = weir_check(&path, &[("API_KEY".to_owned(), SECRET.to_owned())]);
     assert_eq!(output.status.code(), Some(1));
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let printed = format!("{}{}", text(&output.stdout), text(&output.stderr));
     assert!(!printed.contains(SECRET), "{printed}");
     assert!(printed.contains("${API_KEY}"), "{printed}");
 }

@@ -207,21 +207,9 @@ async fn every_metric_the_dashboard_and_alerts_use_is_in_the_readme_table_and_th
     //    successes, an upstream failing with 503 (retries, breaker opening,
     //    circuit_open rejections), a request matching no route, and policy
     //    reloads that succeed and fail.
-    let ok = MockUpstream::start(|_| async {
-        Response::builder()
-            .header("content-type", "application/json")
-            .body(full(OK_BODY))
-            .unwrap()
-    })
-    .await;
+    let ok = MockUpstream::json(OK_BODY).await;
     // A successful answer that reports no usage (weir_usage_missing_total).
-    let silent = MockUpstream::start(|_| async {
-        Response::builder()
-            .header("content-type", "application/json")
-            .body(full(NO_USAGE_BODY))
-            .unwrap()
-    })
-    .await;
+    let silent = MockUpstream::json(NO_USAGE_BODY).await;
     let failing = MockUpstream::start(|_| async {
         Response::builder().status(503).body(full("down")).unwrap()
     })

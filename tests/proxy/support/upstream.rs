@@ -181,6 +181,18 @@ impl MockUpstream {
         Self::start(move |_| async move { Response::new(full(body)) }).await
     }
 
+    /// An upstream that answers every request 200 with the JSON `body`
+    /// (`content-type: application/json`, so weir reads its usage).
+    pub async fn json(body: &'static str) -> Self {
+        Self::start(move |_| async move {
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(full(body))
+                .unwrap()
+        })
+        .await
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
